@@ -1,0 +1,25 @@
+"""HTTP views on the worker's web server: Prometheus metrics and a health check."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from intent_stream.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from intent_stream.app import Engine
+
+__all__ = ["register"]
+
+
+def register(engine: Engine) -> None:
+    app = engine.app
+
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    async def metrics(web: Any, request: Any) -> Any:
+        # CONTENT_TYPE carries a charset parameter, which aiohttp wants separately.
+        return web.bytes(engine.metrics.exposition(), content_type=CONTENT_TYPE.split(";")[0])
+
+    @app.page("/healthz")  # type: ignore[untyped-decorator]
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "app_id": engine.settings.app_id})

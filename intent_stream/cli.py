@@ -1,0 +1,226 @@
+"""The ``intent-stream`` command line.
+
+Every setting of :class:`intent_stream.settings.Settings` is also a flag on the commands that
+use it (``--kafka``, ``--web-port`` ...); flags beat ``INTENT_STREAM_*`` variables, which beat
+defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from intent_stream.settings import Settings, SettingsError, env_name, setting_fields
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """\
+commands:
+  demo      start a broker, Redis and a worker locally, feed them simulated B2B journeys
+            and show hot-lead alerts as sales would receive them
+  worker    run the scoring worker against a broker and Redis (production, docker-compose)
+  topics    create (or check) every topic the engine needs, with its partition count
+  settings  print the effective settings (secrets masked), or the README table
+
+Settings come from flags, then INTENT_STREAM_* environment variables, then defaults.
+Run 'intent-stream COMMAND --help' for a command's options.
+"""
+
+_GROUP_TITLES = {
+    "connections": "connections",
+    "topics": "topics",
+    "worker": "worker",
+    "alerts": "scoring and alerts",
+    "general": "general",
+}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
+    """One flag per setting in ``groups``, with its variable and default in the help."""
+    made: dict[str, argparse._ArgumentGroup] = {}
+    for f in setting_fields():
+        group = f.metadata["group"]
+        if group not in groups:
+            continue
+        if group not in made:
+            made[group] = parser.add_argument_group(f"settings: {_GROUP_TITLES[group]}")
+        default = "(empty)" if f.default == "" else f.default
+        shown = "***" if f.metadata.get("secret") else default
+        made[group].add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=type(f.default),
+            default=None,
+            metavar=type(f.default).__name__.upper(),
+            help=f"{f.metadata['help']} [{env_name(f.name)}, default: {shown}]",
+        )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    base = Settings.from_env()
+    overrides = {f.name: getattr(args, f.name, None) for f in setting_fields()}
+    return base.replace(**overrides)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from intent_stream.runner import run_worker
+
+    return run_worker(_settings(args))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from intent_stream.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        duration=args.duration,
+        accounts=args.accounts,
+        rate=args.rate,
+        seed=args.seed,
+    )
+    return run_demo(_settings(args), options)
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from intent_stream.runner import wait_for_broker
+    from intent_stream.topics import ensure_topics, topic_specs
+
+    settings = _settings(args)
+    if settings.kafka_embedded:
+        print("topics: give a broker with --kafka HOST:PORT (or INTENT_STREAM_KAFKA)")
+        return 2
+    if args.action == "list":
+        for spec in topic_specs(settings):
+            print(f"{spec.name:48} {spec.partitions:3d}  key: {spec.key}")
+        return 0
+    wait_for_broker(settings)
+    created = ensure_topics(settings)
+    for spec in topic_specs(settings):
+        state = "created" if spec.name in created else "ok"
+        print(f"{state:8} {spec.name} ({spec.partitions} partitions)")
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.markdown:
+        print("| setting | variable | default | meaning |\n|---|---|---|---|")
+        for f in setting_fields():
+            default = "*(empty)*" if f.default == "" else f"`{f.default}`"
+            flag = "--" + f.name.replace("_", "-")
+            print(f"| `{flag}` | `{env_name(f.name)}` | {default} | {f.metadata['help']} |")
+        return 0
+    for name, value in settings.masked().items():
+        print(f"{env_name(name):40} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="intent-stream",
+        description="Streaming B2B intent engine: scores every account on every event, "
+        "explains why, and alerts sales within a second.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    all_groups = list(_GROUP_TITLES)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run everything locally on simulated journeys and show live alerts",
+        description="Start an embedded broker and Redis, a worker, and a generator of "
+        "simulated B2B buyer journeys; show hot-lead alerts as read back from the "
+        "sales-alerts topic, with a running status line. Ctrl-C stops cleanly.",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS",
+        help="stop after this many seconds and print a summary (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--accounts", type=int, default=400, help="simulated accounts per cohort (default 400)"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=1500.0, metavar="EVENTS_PER_S",
+        help="events per second the generator publishes (default 1500)",
+    )
+    demo.add_argument("--seed", type=int, default=42, help="simulation seed (default 42)")
+    _add_setting_flags(demo, all_groups)
+    demo.set_defaults(func=_cmd_demo)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the scoring worker",
+        description="Run the scoring worker. With --kafka embedded / --redis embedded "
+        "(the defaults) it starts its own broker and Redis first; in production point it at "
+        "your Kafka and Redis. Several workers with the same --app-id share the partitions.",
+    )
+    _add_setting_flags(worker, all_groups)
+    worker.set_defaults(func=_cmd_worker)
+
+    topics = sub.add_parser(
+        "topics",
+        help="create or list the engine's topics",
+        description="Create every topic the engine needs with its partition count "
+        "(idempotent; fails if an existing topic has another partition count), or list them.",
+    )
+    topics.add_argument("action", choices=["create", "list"], help="what to do")
+    _add_setting_flags(topics, ["connections", "topics", "worker"])
+    topics.set_defaults(func=_cmd_topics)
+
+    settings = sub.add_parser(
+        "settings",
+        help="print the effective settings",
+        description="Print every setting with its environment variable and effective value "
+        "(secrets masked).",
+    )
+    settings.add_argument(
+        "--markdown", action="store_true", help="print the README table of all settings"
+    )
+    _add_setting_flags(settings, all_groups)
+    settings.set_defaults(func=_cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``intent-stream`` console script."""
+    from intent_stream.logs import configure_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"intent-stream: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if _is_user_facing(exc):
+            print(f"intent-stream: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _is_user_facing(exc: BaseException) -> bool:
+    """Errors whose message already says what to do: print it, not a traceback."""
+    from intent_stream.runner import BrokerUnavailable
+    from intent_stream.topics import TopicMismatchError
+
+    known: tuple[type[Any], ...] = (BrokerUnavailable, TopicMismatchError, SettingsError)
+    try:
+        from intent_stream.embedded import EmbeddedError
+
+        known = (*known, EmbeddedError)
+    except ImportError:  # pragma: no cover - only without the module
+        pass
+    return isinstance(exc, known)

@@ -1,0 +1,317 @@
+"""``intent-stream demo``: the whole engine on one machine, fed by simulated buyer journeys.
+
+The demo is a user of the engine like any other: it starts the embedded broker and Redis,
+runs a worker as a separate process, publishes simulated events with a plain Kafka producer,
+and shows alerts as *read back from the sales-alerts topic* by a plain Kafka consumer. The
+status line reads the worker's own ``/metrics`` and the Redis read model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from intent_stream.settings import Settings
+from intent_stream.topics import ensure_topics
+
+__all__ = ["DemoOptions", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    duration: float | None = None
+    accounts: int = 400
+    rate: float = 1500.0
+    seed: int = 42
+    days_per_cohort: float = 90.0
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    alerts: int = 0
+    alert_ids: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _cohorts(options: DemoOptions) -> Iterator[dict[str, Any]]:
+    """Simulated events forever: one cohort of accounts after another, in event time."""
+    from intent_stream.simulate import SimulationConfig, simulate
+
+    start = datetime.now(UTC) - timedelta(days=options.days_per_cohort)
+    cohort = 0
+    while True:
+        config = SimulationConfig(
+            accounts=options.accounts,
+            days=options.days_per_cohort,
+            seed=options.seed + cohort,
+            start=start + timedelta(days=options.days_per_cohort * cohort),
+        )
+        yield from simulate(config)
+        cohort += 1
+
+
+def _produce(
+    settings: Settings, options: DemoOptions, counters: _Counters, stop: threading.Event
+) -> None:
+    """Publish events at ``options.rate``, one record per account per tick (a JSON array)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.split(","), linger_ms=5, client_id="intent-demo"
+    )
+    tick = 0.1
+    per_tick = max(1, int(options.rate * tick))
+    events = _cohorts(options)
+    try:
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            by_account: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(per_tick):
+                event = next(events)
+                by_account.setdefault(event["context"]["groupId"], []).append(event)
+            for account_id, batch in by_account.items():
+                producer.send(
+                    settings.events_topic, key=account_id.encode(), value=orjson.dumps(batch)
+                )
+            with counters.lock:
+                counters.sent += per_tick
+            next_tick += tick
+            stop.wait(max(0.0, next_tick - time.monotonic()))
+        producer.flush(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def _format_alert(alert: dict[str, Any]) -> str:
+    reasons = "; ".join(alert.get("reasons", [])) or "rising intent"
+    return (
+        f"\033[1mHOT LEAD\033[0m {alert['account_id']:<28} score {alert['intent_score']:5.1f}"
+        f"  ({alert['event_time'][:10]})  {reasons}"
+    )
+
+
+def _consume_alerts(
+    settings: Settings, counters: _Counters, stop: threading.Event, out: Any
+) -> None:
+    """Print alerts as sales would get them: read back from the sales-alerts topic."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.alerts_topic,
+        bootstrap_servers=settings.kafka.split(","),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=500,
+        client_id="intent-demo-alerts",
+    )
+    try:
+        while not stop.is_set():
+            for record in consumer:
+                alert = orjson.loads(record.value)
+                with counters.lock:
+                    if alert["alert_id"] in counters.alert_ids:
+                        continue
+                    counters.alert_ids.add(alert["alert_id"])
+                    counters.alerts += 1
+                _clear_status(out)
+                print(_format_alert(alert), file=out, flush=True)
+                if stop.is_set():
+                    break
+    finally:
+        consumer.close()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Sum each metric family of a Prometheus text page (labels dropped)."""
+    totals: dict[str, float] = {}
+    with urllib.request.urlopen(url, timeout=2) as response:
+        for line in response.read().decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name_labels, _, value = line.rpartition(" ")
+            name = name_labels.split("{", 1)[0]
+            with contextlib.suppress(ValueError):
+                totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def _clear_status(out: Any) -> None:
+    if out.isatty():
+        out.write("\r\033[K")
+
+
+def _wait_for_worker(url: str, proc: Any, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"the worker exited with code {proc.returncode} during start-up; "
+                f"last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        try:
+            _scrape(url)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the worker did not start within {timeout:.0f}s; see {log_path}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> int:
+    """Run the demo until ``options.duration`` elapses or Ctrl-C; return the exit code."""
+    from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
+
+    out = sys.stdout
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    counters = _Counters()
+    started = time.monotonic()
+    print("intent-stream demo: starting the embedded broker and Redis...", flush=True)
+    stack = EmbeddedStack(kafka=settings.kafka_embedded, redis=settings.redis_embedded)
+    threads: list[threading.Thread] = []
+    worker = None
+    try:
+        endpoints = stack.start()
+        web_port = free_port()
+        settings = settings.replace(
+            kafka=endpoints.kafka_bootstrap if settings.kafka_embedded else None,
+            redis=endpoints.redis_url if settings.redis_embedded else None,
+            web_port=web_port,
+            data_dir=str(stack.workdir / "worker-data"),
+        )
+        ensure_topics(settings)
+        log_path = stack.workdir / "worker.log"
+        env = {**os.environ, **_settings_env(settings)}
+        worker = spawn_child(
+            [sys.executable, "-m", "intent_stream", "worker"], env=env, log_path=log_path
+        )
+        metrics_url = f"http://{settings.web_host}:{web_port}/metrics"
+        print(f"  broker {settings.kafka}   redis {settings.redis}", flush=True)
+        print(f"  worker pid {worker.pid}, metrics {metrics_url}, log {log_path}", flush=True)
+        _wait_for_worker(metrics_url, worker, log_path, timeout=60)
+        print(
+            f"  publishing simulated journeys of {options.accounts} accounts per cohort at "
+            f"{options.rate:.0f} events/s; alerts appear below as sales receives them\n",
+            flush=True,
+        )
+        threads = [
+            threading.Thread(
+                target=_produce, args=(settings, options, counters, stop), daemon=True
+            ),
+            threading.Thread(
+                target=_consume_alerts, args=(settings, counters, stop, out), daemon=True
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        processed = _status_loop(settings, options, counters, stop, worker, metrics_url, out)
+        _summary(settings, counters, processed, time.monotonic() - started, out)
+        return 0
+    except KeyboardInterrupt:
+        _clear_status(out)
+        print("\nstopping...", file=out, flush=True)
+        return 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        if worker is not None:
+            stop_child(worker, timeout=20)
+        stack.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _status_loop(
+    settings: Settings,
+    options: DemoOptions,
+    counters: _Counters,
+    stop: threading.Event,
+    worker: Any,
+    metrics_url: str,
+    out: Any,
+) -> float:
+    started = time.monotonic()
+    last_t, last_processed, processed = started, 0.0, 0.0
+    accounts = 0
+    tty = out.isatty()
+    interval = 1.0 if tty else 5.0
+    while options.duration is None or time.monotonic() - started < options.duration:
+        stop.wait(interval)
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited unexpectedly (code {worker.returncode})")
+        with contextlib.suppress(OSError):
+            metrics = _scrape(metrics_url)
+            processed = metrics.get("intent_stream_events_processed_total", processed)
+            accounts = int(metrics.get("intent_stream_accounts", 0))
+        now = time.monotonic()
+        rate = (processed - last_processed) / max(1e-9, now - last_t)
+        last_t, last_processed = now, processed
+        line = (
+            f"[{now - started:5.0f}s] sent {counters.sent:,}  processed {processed:,.0f} "
+            f"({rate:,.0f}/s)  accounts {accounts:,}  alerts {counters.alerts}"
+        )
+        if tty:
+            out.write("\r\033[K" + line)
+            out.flush()
+        else:
+            print(line, file=out, flush=True)
+    return processed
+
+
+def _summary(
+    settings: Settings, counters: _Counters, processed: float, elapsed: float, out: Any
+) -> None:
+    import redis
+
+    from intent_stream.readmodel import by_score_key
+
+    _clear_status(out)
+    print(
+        f"\nsummary: {elapsed:.0f}s, {counters.sent:,} events sent, {processed:,.0f} processed, "
+        f"{counters.alerts} alerts read back from {settings.alerts_topic}",
+        file=out,
+    )
+    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    try:
+        top = client.zrevrange(by_score_key(settings.redis_prefix), 0, 4, withscores=True)
+        if top:
+            print("top accounts by intent score (from Redis):", file=out)
+            for account_id, score in top:
+                print(f"  {account_id.decode():<28} {score:5.1f}", file=out)
+    finally:
+        client.close()
+    out.flush()
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    from intent_stream.settings import env_name, setting_fields
+
+    return {env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()}
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

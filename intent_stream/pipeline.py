@@ -1,0 +1,240 @@
+"""What the scoring agent does with one Kafka record, as plain code.
+
+:class:`AccountProcessor` takes a record's bytes and its partition/offset, applies the events to
+per-account state held in any ``MutableMapping`` (a Faust table in the worker, a dict in tests),
+scores every account the record touched and decides on hot-lead alerts. It returns what the
+agent must send; it does no I/O itself.
+
+Replays are harmless: each account's state remembers the (partition, offset) of the last record
+applied to it, and a record at or below that offset is skipped. Because the state and that
+offset are written in the same table value, a crash between them cannot split them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from intent_stream.events import Event, Rejected, decode_record, parse_event
+from intent_stream.scoring import (
+    OUTCOMES,
+    AccountSignals,
+    HotLeadPolicy,
+    IntentModel,
+    PolicyState,
+    alert_id,
+    classify,
+)
+
+__all__ = ["INTENT_RULE", "AccountProcessor", "DeadLetter", "OutgoingAlert", "RecordResult"]
+
+INTENT_RULE = "intent_threshold"
+#: Outcomes that mean "this account bought or is buying" (positive label) or did not.
+_POSITIVE = frozenset({"opportunity", "won"})
+_NEGATIVE = frozenset({"lost"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected record or event: its bytes and why."""
+
+    reason: str
+    detail: str
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingAlert:
+    """A hot-lead alert to publish, keyed by account."""
+
+    alert_id: str
+    account_id: str
+    value: bytes
+
+
+@dataclass(slots=True)
+class RecordResult:
+    """What processing one record produced."""
+
+    alerts: list[OutgoingAlert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    applied: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as an ISO-8601 UTC string with milliseconds.
+
+    >>> iso(0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+class AccountProcessor:
+    """Applies records to account state, scores the accounts and decides on alerts.
+
+    ``model`` is shared by every account of the worker and learns online from outcome events;
+    ``clock`` gives wall time for ``updated_at`` only (scores and alerts use event time).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: IntentModel,
+        policy: HotLeadPolicy,
+        clock: Callable[[], float] = time.time,
+        top_reasons: int = 3,
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self.clock = clock
+        self.top_reasons = top_reasons
+
+    def process(
+        self,
+        table: MutableMapping[str, Any],
+        *,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+    ) -> RecordResult:
+        """Apply one record; per-event problems dead-letter that event only."""
+        result = RecordResult()
+        try:
+            raw_events = decode_record(value)
+        except Rejected as exc:
+            result.dead_letters.append(DeadLetter(exc.reason, exc.detail, value))
+            return result
+        by_account: dict[str, list[Event]] = {}
+        for raw in raw_events:
+            try:
+                event = parse_event(raw)
+            except Rejected as exc:
+                result.dead_letters.append(DeadLetter(exc.reason, exc.detail, _dump(raw)))
+                continue
+            by_account.setdefault(event.account_id, []).append(event)
+        for account_id, events in by_account.items():
+            self._apply(table, account_id, events, partition, offset, result)
+        return result
+
+    def _apply(
+        self,
+        table: MutableMapping[str, Any],
+        account_id: str,
+        events: list[Event],
+        partition: int,
+        offset: int,
+        result: RecordResult,
+    ) -> None:
+        state = table.get(account_id)
+        if state is not None:
+            last_partition, last_offset = state["off"]
+            if last_partition == partition and offset <= last_offset:
+                result.skipped += len(events)
+                return
+            signals = AccountSignals.from_dict(state["signals"])
+            policy_state = PolicyState.from_dict(state["policy"])
+            n_events = int(state["events"])
+        else:
+            signals = AccountSignals()
+            policy_state = PolicyState()
+            n_events = 0
+        now = float(state["event_time"]) if state is not None else events[0].ts
+        for event in events:
+            now = max(now, event.ts)
+            self._learn_event(signals, event, result)
+            result.applied[event.type] += 1
+        n_events += len(events)
+        x = signals.features(now)
+        score = self.model.score_one(x)
+        reasons = self.model.explain(x, top=self.top_reasons)
+        policy_state, fire = self.policy.decide(policy_state, score=score, ts=now)
+        if fire:
+            result.alerts.append(
+                self._alert(account_id, score, reasons, policy_state, now, n_events)
+            )
+        table[account_id] = {
+            "off": [partition, offset],
+            "signals": signals.to_dict(),
+            "policy": policy_state.to_dict(),
+            "events": n_events,
+            "event_time": now,
+            "score": round(score, 2),
+        }
+        result.snapshots[account_id] = {
+            "account_id": account_id,
+            "intent_score": round(score, 1),
+            "reasons": [{"text": r.text, "points": round(r.contribution, 1)} for r in reasons],
+            "features": {k: round(v, 3) for k, v in x.items() if v},
+            "events": n_events,
+            "alerts": policy_state.episode,
+            "last_event_at": iso(now),
+            "updated_at": iso(self.clock()),
+        }
+
+    def _learn_event(self, signals: AccountSignals, event: Event, result: RecordResult) -> None:
+        body = event.body
+        if event.type == "identify":
+            traits = body.get("traits")
+            traits = traits if isinstance(traits, dict) else {}
+            signals.observe_person(
+                person_id=event.person_id or "",
+                ts=event.ts,
+                role=_str_or_none(traits.get("role")),
+                seniority=_str_or_none(traits.get("seniority")),
+            )
+            return
+        if event.type == "track":
+            outcome = OUTCOMES.get(str(body.get("event", "")))
+            if outcome is not None:
+                # Learn from what the account looked like just before the outcome.
+                if outcome in _POSITIVE or outcome in _NEGATIVE:
+                    self.model.learn_one(signals.features(event.ts), outcome in _POSITIVE)
+                    result.labels[outcome] += 1
+                return
+        signal = classify(body)
+        if signal is not None:
+            signals.learn_one(signal=signal, ts=event.ts, person_id=event.person_id)
+
+    def _alert(
+        self,
+        account_id: str,
+        score: float,
+        reasons: list[Any],
+        policy_state: PolicyState,
+        now: float,
+        n_events: int,
+    ) -> OutgoingAlert:
+        aid = alert_id(account_id, INTENT_RULE, policy_state.episode)
+        payload = {
+            "alert_id": aid,
+            "account_id": account_id,
+            "rule": INTENT_RULE,
+            "intent_score": round(score, 1),
+            "threshold": self.policy.enter,
+            "episode": policy_state.episode,
+            "reasons": [r.text for r in reasons if r.contribution > 0],
+            "events": n_events,
+            "event_time": iso(now),
+        }
+        return OutgoingAlert(aid, account_id, orjson.dumps(payload))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _dump(raw: Any) -> bytes:
+    try:
+        return orjson.dumps(raw)
+    except TypeError:
+        return repr(raw).encode()

@@ -1,0 +1,106 @@
+"""The Redis read model: each account's latest score and state, for APIs and people.
+
+The scoring agent never waits on Redis. It hands changed accounts to :class:`RedisReadModel`,
+which keeps only the newest snapshot per account and writes them in one pipeline per flush. If
+Redis is down, the snapshots stay pending (newer ones replace older ones) and the next flush
+retries with back-off, so an outage delays the read model and loses nothing.
+
+Keys (``prefix`` defaults to ``intent:``):
+
+- ``{prefix}account:{account_id}`` - JSON snapshot of the account
+- ``{prefix}accounts:by_score`` - sorted set of account ids by intent score
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from intent_stream.metrics import Metrics
+
+__all__ = ["RedisReadModel", "account_key", "by_score_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def account_key(prefix: str, account_id: str) -> str:
+    """
+    >>> account_key("intent:", "acme.com")
+    'intent:account:acme.com'
+    """
+    return f"{prefix}account:{account_id}"
+
+
+def by_score_key(prefix: str) -> str:
+    return f"{prefix}accounts:by_score"
+
+
+class RedisReadModel:
+    """Buffers account snapshots and flushes them to Redis, retrying with back-off."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        metrics: Metrics,
+        max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.metrics = metrics
+        self.max_backoff = max_backoff
+        self.clock = clock
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._failures = 0
+        self._retry_at = 0.0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def update(self, snapshots: dict[str, dict[str, Any]]) -> None:
+        """Queue the newest snapshots of changed accounts."""
+        self._pending.update(snapshots)
+        self.metrics.redis_pending.set(len(self._pending))
+
+    async def flush(self) -> int:
+        """Write pending snapshots; return how many were written (0 while backing off)."""
+        if not self._pending or self.clock() < self._retry_at:
+            return 0
+        batch, self._pending = self._pending, {}
+        pipe = self.client.pipeline(transaction=False)
+        scores: dict[str, float] = {}
+        for account_id, snap in batch.items():
+            pipe.set(account_key(self.prefix, account_id), orjson.dumps(snap))
+            scores[account_id] = float(snap["intent_score"])
+        pipe.zadd(by_score_key(self.prefix), scores)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # Keep what failed unless a newer snapshot arrived meanwhile.
+            self._pending = {**batch, **self._pending}
+            self._failures += 1
+            self.metrics.redis_errors.inc()
+            self._retry_at = self.clock() + min(self.max_backoff, 0.25 * 2**self._failures)
+            if self._failures == 1:
+                logger.warning(
+                    "Redis write failed (%s); keeping %d accounts and retrying with back-off",
+                    type(exc).__name__,
+                    len(self._pending),
+                )
+            return 0
+        finally:
+            self.metrics.redis_pending.set(len(self._pending))
+        if self._failures:
+            logger.info("Redis writes recovered after %d failed attempts", self._failures)
+            self._failures = 0
+        self.metrics.redis_writes.inc(len(batch))
+        return len(batch)

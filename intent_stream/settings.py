@@ -1,0 +1,209 @@
+"""One settings object for the whole engine.
+
+Every setting has one declaration below (:data:`SETTINGS_FIELDS`): its name, type, default,
+environment variable (``INTENT_STREAM_<NAME>``) and help text. The CLI flags, the README table
+and ``intent-stream settings`` are all derived from it, so they cannot drift apart.
+
+Precedence, lowest first: defaults, environment, CLI flags. Only :func:`Settings.from_env`
+reads the environment; everything below ``main()`` receives a :class:`Settings`.
+
+>>> s = Settings.from_env({"INTENT_STREAM_PARTITIONS": "4", "INTENT_STREAM_REDIS_PASSWORD": "s3cret"})
+>>> s.partitions
+4
+>>> "s3cret" in repr(s)
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "EMBEDDED", "Settings", "SettingsError", "setting_fields"]
+
+ENV_PREFIX = "INTENT_STREAM_"
+EMBEDDED = "embedded"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the engine cannot use; the message names the variable."""
+
+
+def _opt(default: Any, help: str, *, secret: bool = False, group: str = "general") -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret, "group": group})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Effective configuration; build with :meth:`from_env`, then :meth:`replace` for flags."""
+
+    # -- connections -------------------------------------------------------------------
+    kafka: str = _opt(
+        EMBEDDED,
+        "Kafka bootstrap servers (host:port,...), or 'embedded' to start a local broker.",
+        group="connections",
+    )
+    redis: str = _opt(
+        EMBEDDED,
+        "Redis URL (redis://host:port/db, rediss:// for TLS), or 'embedded' to start one.",
+        group="connections",
+    )
+    redis_password: str = _opt(
+        "", "Redis password (kept out of logs; overrides one in the URL).", secret=True,
+        group="connections",
+    )
+    redis_prefix: str = _opt(
+        "intent:", "Prefix of every Redis key the engine writes.", group="connections"
+    )
+    # -- topics ------------------------------------------------------------------------
+    events_topic: str = _opt(
+        "intent.events.v1", "Account-keyed event topic the scoring agent reads.", group="topics"
+    )
+    alerts_topic: str = _opt(
+        "intent.sales-alerts.v1", "Hot-lead alerts for sales, keyed by account.", group="topics"
+    )
+    dlq_topic: str = _opt(
+        "intent.events.dlq.v1", "Dead letters: rejected records with their reason.",
+        group="topics",
+    )
+    partitions: int = _opt(
+        8, "Partitions of the event topic and of every table (the unit of scale-out).",
+        group="topics",
+    )
+    replication: int = _opt(1, "Replication factor for topics the engine creates.", group="topics")
+    # -- worker ------------------------------------------------------------------------
+    app_id: str = _opt(
+        "intent-stream", "Faust app id: consumer group and changelog topic prefix.",
+        group="worker",
+    )
+    store: str = _opt(
+        "memory://", "Faust table store (memory:// or rocksdb:// if installed).", group="worker"
+    )
+    data_dir: str = _opt(
+        "", "Directory for Faust's local data; empty means a temporary directory.",
+        group="worker",
+    )
+    session_timeout: float = _opt(
+        10.0, "Kafka consumer session timeout in seconds (a group join takes about half).",
+        group="worker",
+    )
+    producer_linger_ms: int = _opt(
+        10, "Producer linger in ms: batches changelog and alert writes.", group="worker"
+    )
+    web_host: str = _opt(
+        "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.", group="worker"
+    )
+    web_port: int = _opt(6066, "Port of the worker's web server.", group="worker")
+    redis_flush_interval: float = _opt(
+        0.2, "Seconds between writes of changed accounts to Redis.", group="worker"
+    )
+    log_level: str = _opt("info", "Log level: debug, info, warning or error.", group="worker")
+    # -- scoring and alerts --------------------------------------------------------------
+    alert_enter: float = _opt(
+        70.0, "Intent score (0-100) at or above which an account becomes a hot lead.",
+        group="alerts",
+    )
+    alert_exit: float = _opt(
+        50.0, "Score below which an alerted account is re-armed for a new alert.",
+        group="alerts",
+    )
+    alert_cooldown: float = _opt(
+        86400.0, "Minimum event-time seconds between two alerts for one account.",
+        group="alerts",
+    )
+
+    def __post_init__(self) -> None:
+        problems = list(_validate(self))
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.masked().items())
+        return f"Settings({shown})"
+
+    def masked(self) -> dict[str, Any]:
+        """All settings as a dict, with secrets replaced by ``'***'`` when set."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata.get("secret") and value else value
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def kafka_embedded(self) -> bool:
+        return self.kafka == EMBEDDED
+
+    @property
+    def redis_embedded(self) -> bool:
+        return self.redis == EMBEDDED
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by ``INTENT_STREAM_*`` variables of ``environ`` (``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is not None:
+                values[f.name] = parse_value(f.name, raw, type(f.default))
+        return cls(**values)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting.
+
+    >>> env_name("web_port")
+    'INTENT_STREAM_WEB_PORT'
+    """
+    return ENV_PREFIX + name.upper()
+
+
+def parse_value(name: str, raw: str, kind: type) -> Any:
+    """Parse ``raw`` as ``kind``, naming the variable in the error.
+
+    >>> parse_value("partitions", "12", int)
+    12
+    >>> parse_value("partitions", "twelve", int)
+    Traceback (most recent call last):
+    ...
+    intent_stream.settings.SettingsError: INTENT_STREAM_PARTITIONS='twelve' is not a valid int
+    """
+    try:
+        return kind(raw.strip()) if kind is not str else raw
+    except ValueError:
+        raise SettingsError(f"{env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def setting_fields() -> Iterator[dataclasses.Field[Any]]:
+    """The declared settings, in order (used by the CLI and the docs)."""
+    yield from fields(Settings)
+
+
+def _validate(s: Settings) -> Iterator[str]:
+    if s.partitions < 1:
+        yield f"{env_name('partitions')} must be at least 1 (got {s.partitions})"
+    if s.replication < 1:
+        yield f"{env_name('replication')} must be at least 1 (got {s.replication})"
+    if not 0 < s.web_port < 65536:
+        yield f"{env_name('web_port')} must be a TCP port (got {s.web_port})"
+    if s.session_timeout <= 0:
+        yield f"{env_name('session_timeout')} must be positive (got {s.session_timeout})"
+    if not 0 <= s.alert_exit <= s.alert_enter <= 100:
+        yield (
+            f"need 0 <= {env_name('alert_exit')} <= {env_name('alert_enter')} <= 100 "
+            f"(got exit={s.alert_exit}, enter={s.alert_enter})"
+        )
+    if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        yield f"{env_name('log_level')} must be debug, info, warning or error"
+    if s.redis != EMBEDDED and not s.redis.startswith(("redis://", "rediss://", "unix://")):
+        yield f"{env_name('redis')} must be 'embedded' or a redis://, rediss:// or unix:// URL"
+    topics = [s.events_topic, s.alerts_topic, s.dlq_topic]
+    if len(set(topics)) != len(topics):
+        yield "the event, alert and dead-letter topics must have different names"

@@ -1,0 +1,178 @@
+"""Every topic the engine reads or writes, declared once.
+
+:func:`topic_specs` lists them with their partition counts, including Faust's own internal
+topics (table changelogs and the assignor's leader topic), because a broker that auto-creates
+a missing topic with its own default partition count makes Faust crash-loop on
+``PartitionsMismatch``. :func:`ensure_topics` creates them over the Kafka admin API before any
+worker starts; :func:`declare` gives the Faust topic objects the agents import.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from intent_stream.settings import Settings
+
+__all__ = [
+    "ACCOUNT_STATE_TABLE",
+    "Topics",
+    "TopicMismatchError",
+    "TopicSpec",
+    "changelog_topic",
+    "declare",
+    "ensure_topics",
+    "topic_specs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the Faust table holding per-account state (its changelog is derived from it).
+ACCOUNT_STATE_TABLE = "account-state"
+
+
+class TopicMismatchError(RuntimeError):
+    """A topic exists with a partition count other than the one the engine needs."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's name, partition count and configuration, with what its records hold."""
+
+    name: str
+    partitions: int
+    key: str
+    value: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust's changelog topic for ``table``.
+
+    >>> changelog_topic(Settings(), ACCOUNT_STATE_TABLE)
+    'intent-stream-account-state-changelog'
+    """
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic a worker touches, in the order they should be created.
+
+    >>> [t.name for t in topic_specs(Settings())][:3]
+    ['intent.events.v1', 'intent.sales-alerts.v1', 'intent.events.dlq.v1']
+    """
+    n = settings.partitions
+    return [
+        TopicSpec(
+            settings.events_topic,
+            n,
+            key="account id (UTF-8)",
+            value="one Segment-spec event (JSON object), a JSON array of them, or {'batch': [...]}",
+        ),
+        TopicSpec(
+            settings.alerts_topic,
+            n,
+            key="account id (UTF-8)",
+            value="hot-lead alert (JSON object, see README)",
+        ),
+        TopicSpec(
+            settings.dlq_topic,
+            n,
+            key="the rejected record's key, unchanged",
+            value="the rejected record's bytes, unchanged; reason and origin in dlq.* headers",
+        ),
+        TopicSpec(
+            changelog_topic(settings, ACCOUNT_STATE_TABLE),
+            n,
+            key="account id (JSON string)",
+            value="account state (JSON object)",
+            config={"cleanup.policy": "compact"},
+        ),
+    ]
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by every kafka-python client the engine opens."""
+    return {"bootstrap_servers": settings.kafka.split(","), "client_id": settings.app_id}
+
+
+def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics of :func:`topic_specs`; return the names created.
+
+    Existing topics are checked, not changed: a partition count that differs from the
+    configured one raises :class:`TopicMismatchError`, because Faust tables require the
+    changelog and the source topic to be co-partitioned.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(
+        **kafka_client_options(settings), request_timeout_ms=int(timeout * 1000)
+    )
+    try:
+        specs = topic_specs(settings)
+        # A metadata request for all topics lists them without auto-creating any.
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        if missing:
+            new = [
+                NewTopic(
+                    name=s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=settings.replication,
+                    topic_configs=s.config,
+                )
+                for s in missing
+            ]
+            try:
+                admin.create_topics(new, timeout_ms=int(timeout * 1000))
+                created = [s.name for s in missing]
+            except TopicAlreadyExistsError:
+                # Another worker won the race; fall through to the partition check.
+                pass
+        present = {s.name: s for s in specs if s.name in existing}
+        if present:
+            _check_partitions(admin, present)
+        for name in created:
+            logger.info("created topic %s", name)
+        return created
+    finally:
+        admin.close()
+
+
+def _check_partitions(admin: Any, specs: dict[str, TopicSpec]) -> None:
+    for meta in admin.describe_topics(list(specs)):
+        spec = specs[meta["topic"]]
+        actual = len(meta["partitions"])
+        if actual != spec.partitions:
+            raise TopicMismatchError(
+                f"topic {spec.name} has {actual} partitions but the engine is configured for "
+                f"{spec.partitions}: set INTENT_STREAM_PARTITIONS={actual}, or use new topic "
+                f"names / a new INTENT_STREAM_APP_ID"
+            )
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The Faust topic objects agents read from and send to."""
+
+    events: Any
+    alerts: Any
+    dlq: Any
+
+
+def declare(app: Any, settings: Settings) -> Topics:
+    """Declare the engine's topics on ``app``; values stay raw bytes.
+
+    Decoding is ours, not Faust's: a value Faust fails to decode crashes the agent and can
+    commit offsets past valid events (see KAFKA_NOTES), whereas raw bytes always arrive and
+    every failure is routed to the dead-letter topic by our own code.
+    """
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    return Topics(
+        events=app.topic(settings.events_topic, partitions=settings.partitions, **raw),
+        alerts=app.topic(settings.alerts_topic, partitions=settings.partitions, **raw),
+        dlq=app.topic(settings.dlq_topic, partitions=settings.partitions, **raw),
+    )

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from intent_stream.cli import build_parser, main
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("demo", "worker", "topics", "settings"):
+        assert command in out
+
+
+def test_every_setting_is_a_flag_on_the_worker():
+    parser = build_parser()
+    args = parser.parse_args(["worker", "--kafka", "k:9092", "--partitions", "3"])
+    assert args.kafka == "k:9092"
+    assert args.partitions == 3
+    assert args.web_port is None  # unset flags leave the environment's value alone
+
+
+def test_settings_command_masks_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("INTENT_STREAM_REDIS_PASSWORD", "hunter2")
+    assert main(["settings", "--web-port", "7001"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "INTENT_STREAM_WEB_PORT" in out
+    assert "7001" in out
+
+
+def test_bad_setting_exits_2_with_the_variable_named(capsys, monkeypatch):
+    monkeypatch.setenv("INTENT_STREAM_PARTITIONS", "many")
+    assert main(["settings"]) == 2
+    assert "INTENT_STREAM_PARTITIONS" in capsys.readouterr().err
+
+
+def test_settings_markdown_table_has_a_row_per_setting(capsys):
+    from intent_stream.settings import setting_fields
+
+    assert main(["settings", "--markdown"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `--")]
+    assert len(rows) == len(list(setting_fields()))

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from intent_stream.settings import Settings, SettingsError, env_name, setting_fields
+
+
+def test_defaults_are_embedded_and_loopback():
+    s = Settings()
+    assert s.kafka_embedded
+    assert s.redis_embedded
+    assert s.web_host == "127.0.0.1"
+
+
+def test_environment_overrides_defaults_and_parses_types():
+    s = Settings.from_env(
+        {
+            "INTENT_STREAM_KAFKA": "k1:9092,k2:9092",
+            "INTENT_STREAM_PARTITIONS": "12",
+            "INTENT_STREAM_SESSION_TIMEOUT": "7.5",
+            "UNRELATED": "x",
+        }
+    )
+    assert s.kafka == "k1:9092,k2:9092"
+    assert s.partitions == 12
+    assert s.session_timeout == 7.5
+
+
+def test_replace_ignores_none_so_unset_flags_keep_env_values():
+    s = Settings.from_env({"INTENT_STREAM_WEB_PORT": "7000"})
+    assert s.replace(web_port=None, partitions=3).web_port == 7000
+    assert s.replace(partitions=3).partitions == 3
+
+
+def test_bad_value_names_the_variable():
+    with pytest.raises(SettingsError, match="INTENT_STREAM_WEB_PORT"):
+        Settings.from_env({"INTENT_STREAM_WEB_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="INTENT_STREAM_PARTITIONS"):
+        Settings(partitions=0)
+    with pytest.raises(SettingsError, match="INTENT_STREAM_ALERT_EXIT"):
+        Settings(alert_enter=40, alert_exit=60)
+    with pytest.raises(SettingsError, match="INTENT_STREAM_REDIS"):
+        Settings(redis="localhost:6379")
+
+
+def test_secrets_are_masked_everywhere_they_are_shown():
+    s = Settings(redis_password="hunter2")
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s.masked())
+    assert s.masked()["redis_password"] == "***"
+    assert Settings().masked()["redis_password"] == ""
+
+
+def test_every_setting_is_documented_with_a_prefixed_variable():
+    for f in setting_fields():
+        assert f.metadata["help"].endswith(".")
+        assert env_name(f.name).startswith("INTENT_STREAM_")
