@@ -85,8 +85,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         ACCOUNT_STATE_TABLE,
         default=None,
         partitions=settings.partitions,
-        key_serializer="json",
-        value_serializer="json",
+        key_type=str,  # JSON-encoded in the changelog (Faust's default for typed keys)
     )
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     processor = AccountProcessor(

@@ -144,7 +144,7 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
 
 def _check_partitions(admin: Any, specs: dict[str, TopicSpec]) -> None:
     for meta in admin.describe_topics(list(specs)):
-        spec = specs[meta["topic"]]
+        spec = specs[meta.get("name") or meta["topic"]]
         actual = len(meta["partitions"])
         if actual != spec.partitions:
             raise TopicMismatchError(

@@ -1,0 +1,167 @@
+"""Intent scoring: a points prior blended with an online River model, with reasons.
+
+Until outcome labels arrive, the :class:`PointsPrior` scores (decayed points per signal, as
+HubSpot and MadKudu do). As labels arrive, :class:`IntentModel` shifts weight to its River
+logistic regression: ``w = n_labels / (n_labels + blend_labels)``.
+
+>>> m = IntentModel()
+>>> cold = {"page_view": 0.7}
+>>> hot = {"pricing_view": 1.6, "demo_request": 0.7, "high_intent": 1.9, "people": 4.0}
+>>> m.score_one(hot) > 70 > m.score_one(cold)
+True
+>>> [r.text for r in m.explain(hot, top=1)]
+['viewed pricing (4 times recently)']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from river import linear_model, optim
+
+from intent_stream.scoring.signals import DEFAULT_SIGNALS, SignalSpec
+
+__all__ = ["IntentModel", "PointsPrior", "Reason"]
+
+_EXTRA_PHRASES = {
+    "people": "people engaged in the last 30 days",
+    "senior_people": "senior people engaged",
+    "velocity": "activity is accelerating against the previous three weeks",
+    "recency_days": "days since the last activity",
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One contribution to a score, in points (signed) and plain words."""
+
+    feature: str
+    contribution: float
+    text: str
+
+
+def _describe(feature: str, value: float, signals: Mapping[str, SignalSpec]) -> str:
+    spec = signals.get(feature)
+    if spec is not None:
+        times = max(1, round(math.expm1(value)))
+        return f"{spec.phrase} ({times} time{'s' if times != 1 else ''} recently)"
+    if feature == "people":
+        return f"{value:.0f} {_EXTRA_PHRASES['people']}"
+    if feature == "senior_people":
+        return f"{value:.0f} {_EXTRA_PHRASES['senior_people']}"
+    if feature == "recency_days":
+        return f"last activity {value:.0f} days ago"
+    if feature == "velocity":
+        return "activity is rising against the previous three weeks" if value > 0 else (
+            "activity is falling against the previous three weeks"
+        )
+    return feature.replace("_", " ")
+
+
+class PointsPrior:
+    """Decayed points per signal plus committee and momentum bonuses, squashed to 0-100."""
+
+    def __init__(
+        self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS, scale: float = 40.0
+    ) -> None:
+        self.signals = signals
+        self.scale = scale
+
+    def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Points per feature (before squashing)."""
+        out: dict[str, float] = {}
+        for name, spec in self.signals.items():
+            value = x.get(name, 0.0)
+            if value:
+                out[name] = spec.weight * math.expm1(value)
+        people = x.get("people", 0.0)
+        if people > 1:
+            out["people"] = 4.0 * (people - 1)
+        if x.get("senior_people", 0.0):
+            out["senior_people"] = 3.0 * x["senior_people"]
+        velocity = x.get("velocity", 0.0)
+        if velocity:
+            out["velocity"] = 4.0 * velocity
+        return out
+
+    def points(self, x: Mapping[str, float]) -> float:
+        return max(0.0, sum(self.contributions(x).values()))
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """0-100: ``100 * (1 - exp(-points / scale))``.
+
+        >>> PointsPrior().score_one({})
+        0.0
+        """
+        return 100.0 * (1.0 - math.exp(-self.points(x) / self.scale))
+
+
+class IntentModel:
+    """P(opportunity soon) from an online logistic regression, blended with the prior."""
+
+    def __init__(
+        self,
+        *,
+        signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS,
+        prior: PointsPrior | None = None,
+        blend_labels: int = 200,
+        learning_rate: float = 0.05,
+    ) -> None:
+        self.signals = signals
+        self.prior = prior
+        self.blend_labels = blend_labels
+        self.learning_rate = learning_rate
+        self._prior = prior if prior is not None else PointsPrior(signals=signals)
+        self.model = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate))
+        self.n_labels = 0
+        self.n_positive = 0
+
+    @property
+    def blend(self) -> float:
+        """Weight of the learned model in the score (0 before any label)."""
+        return self.n_labels / (self.n_labels + self.blend_labels)
+
+    def learn_one(self, x: Mapping[str, float], y: bool) -> None:
+        self.model.learn_one(dict(x), y)
+        self.n_labels += 1
+        self.n_positive += int(y)
+
+    def predict_proba_one(self, x: Mapping[str, float]) -> float:
+        """The learned model's probability alone."""
+        return float(self.model.predict_proba_one(dict(x)).get(True, 0.0))
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """Intent score 0-100."""
+        prior = self._prior.score_one(x)
+        w = self.blend
+        if w == 0.0:
+            return prior
+        return (1.0 - w) * prior + w * 100.0 * self.predict_proba_one(x)
+
+    def explain(self, x: Mapping[str, float], *, top: int = 3) -> list[Reason]:
+        """Top positive, then negative, contributions in points and plain words."""
+        w = self.blend
+        contrib = {k: (1.0 - w) * v for k, v in self._prior.contributions(x).items()}
+        if w:
+            weights = self.model.weights
+            for name, value in x.items():
+                c = w * 10.0 * weights.get(name, 0.0) * value
+                if c:
+                    contrib[name] = contrib.get(name, 0.0) + c
+        ranked = sorted(contrib.items(), key=lambda kv: -abs(kv[1]))
+        positive = [kv for kv in ranked if kv[1] > 0][:top]
+        negative = [kv for kv in ranked if kv[1] < 0][:top]
+        return [
+            Reason(name, value, _describe(name, x.get(name, 0.0), self.signals))
+            for name, value in positive + negative
+        ]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("n_positive", 0)
+        self.__dict__.update(state)

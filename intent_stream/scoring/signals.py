@@ -1,0 +1,252 @@
+"""Per-account intent signals: exponentially decayed counts, recency, velocity, committee.
+
+Decay is lazy: each signal stores ``(value, ts)`` and is decayed to the time it is read or
+updated, so no sweep over all accounts is ever needed.
+
+>>> s = AccountSignals()
+>>> s.learn_one(signal="pricing_view", ts=0.0, person_id="p1")
+>>> half = DEFAULT_SIGNALS["pricing_view"].half_life_days * 86400
+>>> round(s.count("pricing_view", half), 3)
+0.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_SIGNALS",
+    "HIGH_INTENT",
+    "OUTCOMES",
+    "AccountSignals",
+    "SignalSpec",
+    "classify",
+]
+
+DAY = 86400.0
+_MAX_PEOPLE = 16
+_SENIOR = frozenset({"c_level", "vp", "director", "owner", "partner", "head"})
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """How one signal decays, what it is worth to the prior, and how to say it."""
+
+    half_life_days: float
+    weight: float
+    high_intent: bool
+    phrase: str
+
+
+DEFAULT_SIGNALS: Mapping[str, SignalSpec] = {
+    "page_view": SignalSpec(7, 1.0, False, "browsed the website"),
+    "content_view": SignalSpec(7, 1.5, False, "read blog posts or docs"),
+    "product_view": SignalSpec(10, 3.0, False, "looked at product pages"),
+    "pricing_view": SignalSpec(14, 8.0, True, "viewed pricing"),
+    "comparison_view": SignalSpec(14, 7.0, True, "compared us with alternatives"),
+    "content_download": SignalSpec(21, 5.0, False, "downloaded content"),
+    "webinar": SignalSpec(21, 5.0, False, "joined webinars"),
+    "email_open": SignalSpec(7, 0.5, False, "opened emails"),
+    "email_click": SignalSpec(10, 2.0, False, "clicked emails"),
+    "form_submit": SignalSpec(30, 10.0, True, "contacted sales"),
+    "demo_request": SignalSpec(30, 25.0, True, "requested a demo"),
+    "trial_start": SignalSpec(30, 20.0, True, "started a trial"),
+    "product_usage": SignalSpec(14, 1.0, False, "used the product"),
+}
+
+HIGH_INTENT = frozenset(name for name, spec in DEFAULT_SIGNALS.items() if spec.high_intent)
+
+OUTCOMES: Mapping[str, str] = {
+    "Opportunity Created": "opportunity",
+    "Deal Won": "won",
+    "Deal Lost": "lost",
+    "Subscription Cancelled": "churned",
+}
+
+_TRACK: Mapping[str, str] = {
+    "pricing viewed": "pricing_view",
+    "whitepaper downloaded": "content_download",
+    "case study downloaded": "content_download",
+    "ebook downloaded": "content_download",
+    "content downloaded": "content_download",
+    "webinar registered": "webinar",
+    "webinar attended": "webinar",
+    "email opened": "email_open",
+    "email clicked": "email_click",
+    "email link clicked": "email_click",
+    "form submitted": "form_submit",
+    "contact sales": "form_submit",
+    "demo requested": "demo_request",
+    "trial started": "trial_start",
+    "feature used": "product_usage",
+    "product used": "product_usage",
+    "session started": "product_usage",
+}
+
+_PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("/pricing",), "pricing_view"),
+    (("/compare", "/vs", "/alternatives"), "comparison_view"),
+    (("/product", "/features", "/platform", "/integrations"), "product_view"),
+    (("/blog", "/resources", "/docs"), "content_view"),
+)
+
+
+def _path(event: Mapping[str, Any]) -> str:
+    props = event.get("properties")
+    if isinstance(props, dict):
+        path = props.get("path") or props.get("url")
+        if isinstance(path, str):
+            return path
+    ctx = event.get("context")
+    if isinstance(ctx, dict):
+        page = ctx.get("page")
+        if isinstance(page, dict):
+            path = page.get("path") or page.get("url")
+            if isinstance(path, str):
+                return path
+    return ""
+
+
+def classify(event: Mapping[str, Any]) -> str | None:
+    """The signal an event carries, or ``None`` (identify, group, outcomes, unknown).
+
+    >>> classify({"type": "page", "properties": {"path": "/pricing/enterprise"}})
+    'pricing_view'
+    >>> classify({"type": "track", "event": "Demo Requested"})
+    'demo_request'
+    >>> classify({"type": "identify"}) is None
+    True
+    """
+    kind = event.get("type")
+    if kind in ("page", "screen"):
+        path = _path(event).lower()
+        if "://" in path:
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
+        for prefixes, signal in _PATHS:
+            if path.startswith(prefixes):
+                return signal
+        return "page_view"
+    if kind == "track":
+        name = event.get("event")
+        if isinstance(name, str):
+            return _TRACK.get(name.lower())
+    return None
+
+
+class AccountSignals:
+    """Compact per-account signal state, updated per event and read as model features."""
+
+    def __init__(self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS) -> None:
+        self.signals = signals
+        self._rates = {k: math.log(2) / (v.half_life_days * DAY) for k, v in signals.items()}
+        self.counts: dict[str, list[float]] = {}  # signal -> [decayed value, at ts]
+        self.people: dict[str, list[Any]] = {}  # person -> [last ts, senior (0/1)]
+        self.days: dict[int, int] = {}  # day number -> events that day (last 28 days)
+        self.first_seen: float | None = None
+        self.last_seen: float | None = None
+
+    def _decayed(self, signal: str, ts: float) -> float:
+        cell = self.counts.get(signal)
+        if cell is None:
+            return 0.0
+        value, at = cell
+        return value * math.exp(-self._rates[signal] * (ts - at)) if ts > at else value
+
+    def count(self, signal: str, now: float) -> float:
+        """Decayed count of ``signal`` at ``now``."""
+        return self._decayed(signal, now)
+
+    def learn_one(self, *, signal: str, ts: float, person_id: str | None = None) -> None:
+        """Add one occurrence of ``signal`` at event time ``ts`` (late events allowed)."""
+        if signal not in self._rates:
+            return
+        cell = self.counts.get(signal)
+        if cell is None:
+            self.counts[signal] = [1.0, ts]
+        elif ts >= cell[1]:
+            self.counts[signal] = [self._decayed(signal, ts) + 1.0, ts]
+        else:  # a late event: decay the increment, not the stored value
+            cell[0] += math.exp(-self._rates[signal] * (cell[1] - ts))
+        self._seen(ts)
+        if person_id:
+            self._person(person_id, ts, senior=None)
+
+    def observe_person(
+        self, *, person_id: str, ts: float, role: str | None = None, seniority: str | None = None
+    ) -> None:
+        """Record an identified person (identify traits) for the committee's breadth."""
+        senior = None if seniority is None else seniority.lower() in _SENIOR
+        self._person(person_id, ts, senior=senior)
+
+    def _seen(self, ts: float) -> None:
+        self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
+        self.last_seen = ts if self.last_seen is None else max(self.last_seen, ts)
+        day = int(ts // DAY)
+        self.days[day] = self.days.get(day, 0) + 1
+        if len(self.days) > 28:
+            newest = max(self.days)
+            for old in [d for d in self.days if d <= newest - 28]:
+                del self.days[old]
+
+    def _person(self, person_id: str, ts: float, *, senior: bool | None) -> None:
+        cell = self.people.get(person_id)
+        if cell is None:
+            self.people[person_id] = [ts, int(bool(senior))]
+            if len(self.people) > _MAX_PEOPLE:
+                oldest = min(self.people, key=lambda p: self.people[p][0])
+                del self.people[oldest]
+        else:
+            cell[0] = max(cell[0], ts)
+            if senior is not None:
+                cell[1] = int(senior)
+
+    def velocity(self, now: float) -> float:
+        """Events in the last 7 days against the weekly average of the 21 before (smoothed)."""
+        today = int(now // DAY)
+        recent = sum(n for d, n in self.days.items() if today - 7 < d <= today)
+        before = sum(n for d, n in self.days.items() if today - 28 < d <= today - 7)
+        return (recent + 1.0) / (before / 3.0 + 1.0)
+
+    def features(self, now: float) -> dict[str, float]:
+        """Model features at event time ``now``: log1p of decayed counts and account traits."""
+        x = {name: math.log1p(self._decayed(name, now)) for name in self.counts}
+        x["high_intent"] = math.log1p(
+            sum(self._decayed(n, now) for n in self.counts if self.signals[n].high_intent)
+        )
+        recent = [p for p in self.people.values() if now - p[0] <= 30 * DAY]
+        x["people"] = float(len(recent))
+        x["senior_people"] = float(sum(p[1] for p in recent))
+        x["recency_days"] = (now - self.last_seen) / DAY if self.last_seen is not None else 90.0
+        x["velocity"] = math.log(self.velocity(now))
+        return x
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible state (the signal specs are configuration, not state)."""
+        return {
+            "c": {k: [round(v, 4), round(t, 3)] for k, (v, t) in self.counts.items()},
+            "p": {k: [round(t, 3), s] for k, (t, s) in self.people.items()},
+            "d": {str(d): n for d, n in self.days.items()},
+            "f": self.first_seen,
+            "l": self.last_seen,
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS
+    ) -> AccountSignals:
+        """Rebuild from :meth:`to_dict` output.
+
+        >>> s = AccountSignals(); s.learn_one(signal="demo_request", ts=5.0, person_id="p")
+        >>> AccountSignals.from_dict(s.to_dict()).features(5.0) == s.features(5.0)
+        True
+        """
+        s = cls(signals=signals)
+        s.counts = {k: list(v) for k, v in data["c"].items() if k in s._rates}
+        s.people = {k: list(v) for k, v in data["p"].items()}
+        s.days = {int(d): int(n) for d, n in data["d"].items()}
+        s.first_seen = data["f"]
+        s.last_seen = data["l"]
+        return s
