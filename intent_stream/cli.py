@@ -136,14 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
         "sales-alerts topic, with a running status line. Ctrl-C stops cleanly.",
     )
     demo.add_argument(
-        "--duration", type=float, default=None, metavar="SECONDS",
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
         help="stop after this many seconds and print a summary (default: run until Ctrl-C)",
     )
     demo.add_argument(
         "--accounts", type=int, default=400, help="simulated accounts per cohort (default 400)"
     )
     demo.add_argument(
-        "--rate", type=float, default=1500.0, metavar="EVENTS_PER_S",
+        "--rate",
+        type=float,
+        default=1500.0,
+        metavar="EVENTS_PER_S",
         help="events per second the generator publishes (default 1500)",
     )
     demo.add_argument("--seed", type=int, default=42, help="simulation seed (default 42)")

@@ -229,6 +229,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         for thread in threads:
             thread.start()
         processed = _status_loop(settings, options, counters, stop, worker, metrics_url, out)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
         _summary(settings, counters, processed, time.monotonic() - started, out)
         return 0
     except KeyboardInterrupt:
@@ -297,11 +300,13 @@ def _summary(
     )
     client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
     try:
-        top = client.zrevrange(by_score_key(settings.redis_prefix), 0, 4, withscores=True)
+        top: list[tuple[bytes, float]] = client.zrevrange(  # type: ignore[assignment]
+            by_score_key(settings.redis_prefix), 0, 4, withscores=True
+        )
         if top:
             print("top accounts by intent score (from Redis):", file=out)
             for account_id, score in top:
-                print(f"  {account_id.decode():<28} {score:5.1f}", file=out)
+                print(f"  {account_id.decode():<28} {float(score):5.1f}", file=out)
     finally:
         client.close()
     out.flush()

@@ -65,7 +65,7 @@ def wait_for_broker(settings: Settings, *, timeout: float = 60.0) -> None:
             return
 
 
-class _Worker(faust.Worker):  # type: ignore[misc]
+class _Worker(faust.Worker):
     """A Faust worker without the terminal spinner.
 
     At log level WARNING or above, Faust installs a spinner that sets the root logger to

@@ -7,7 +7,8 @@ and ``intent-stream settings`` are all derived from it, so they cannot drift apa
 Precedence, lowest first: defaults, environment, CLI flags. Only :func:`Settings.from_env`
 reads the environment; everything below ``main()`` receives a :class:`Settings`.
 
->>> s = Settings.from_env({"INTENT_STREAM_PARTITIONS": "4", "INTENT_STREAM_REDIS_PASSWORD": "s3cret"})
+>>> env = {"INTENT_STREAM_PARTITIONS": "4", "INTENT_STREAM_REDIS_PASSWORD": "s3cret"}
+>>> s = Settings.from_env(env)
 >>> s.partitions
 4
 >>> "s3cret" in repr(s)
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "EMBEDDED", "Settings", "SettingsError", "setting_fields"]
+__all__ = ["EMBEDDED", "ENV_PREFIX", "Settings", "SettingsError", "setting_fields"]
 
 ENV_PREFIX = "INTENT_STREAM_"
 EMBEDDED = "embedded"
@@ -52,7 +53,9 @@ class Settings:
         group="connections",
     )
     redis_password: str = _opt(
-        "", "Redis password (kept out of logs; overrides one in the URL).", secret=True,
+        "",
+        "Redis password (kept out of logs; overrides one in the URL).",
+        secret=True,
         group="connections",
     )
     redis_prefix: str = _opt(
@@ -66,28 +69,33 @@ class Settings:
         "intent.sales-alerts.v1", "Hot-lead alerts for sales, keyed by account.", group="topics"
     )
     dlq_topic: str = _opt(
-        "intent.events.dlq.v1", "Dead letters: rejected records with their reason.",
+        "intent.events.dlq.v1",
+        "Dead letters: rejected records with their reason.",
         group="topics",
     )
     partitions: int = _opt(
-        8, "Partitions of the event topic and of every table (the unit of scale-out).",
+        8,
+        "Partitions of the event topic and of every table (the unit of scale-out).",
         group="topics",
     )
     replication: int = _opt(1, "Replication factor for topics the engine creates.", group="topics")
     # -- worker ------------------------------------------------------------------------
     app_id: str = _opt(
-        "intent-stream", "Faust app id: consumer group and changelog topic prefix.",
+        "intent-stream",
+        "Faust app id: consumer group and changelog topic prefix.",
         group="worker",
     )
     store: str = _opt(
         "memory://", "Faust table store (memory:// or rocksdb:// if installed).", group="worker"
     )
     data_dir: str = _opt(
-        "", "Directory for Faust's local data; empty means a temporary directory.",
+        "",
+        "Directory for Faust's local data; empty means a temporary directory.",
         group="worker",
     )
     session_timeout: float = _opt(
-        10.0, "Kafka consumer session timeout in seconds (a group join takes about half).",
+        10.0,
+        "Kafka consumer session timeout in seconds (a group join takes about half).",
         group="worker",
     )
     producer_linger_ms: int = _opt(
@@ -103,15 +111,18 @@ class Settings:
     log_level: str = _opt("info", "Log level: debug, info, warning or error.", group="worker")
     # -- scoring and alerts --------------------------------------------------------------
     alert_enter: float = _opt(
-        70.0, "Intent score (0-100) at or above which an account becomes a hot lead.",
+        70.0,
+        "Intent score (0-100) at or above which an account becomes a hot lead.",
         group="alerts",
     )
     alert_exit: float = _opt(
-        50.0, "Score below which an alerted account is re-armed for a new alert.",
+        50.0,
+        "Score below which an alerted account is re-armed for a new alert.",
         group="alerts",
     )
     alert_cooldown: float = _opt(
-        86400.0, "Minimum event-time seconds between two alerts for one account.",
+        86400.0,
+        "Minimum event-time seconds between two alerts for one account.",
         group="alerts",
     )
 

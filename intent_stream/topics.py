@@ -17,9 +17,9 @@ from intent_stream.settings import Settings
 
 __all__ = [
     "ACCOUNT_STATE_TABLE",
-    "Topics",
     "TopicMismatchError",
     "TopicSpec",
+    "Topics",
     "changelog_topic",
     "declare",
     "ensure_topics",

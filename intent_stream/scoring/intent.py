@@ -49,14 +49,18 @@ def _describe(feature: str, value: float, signals: Mapping[str, SignalSpec]) -> 
         times = max(1, round(math.expm1(value)))
         return f"{spec.phrase} ({times} time{'s' if times != 1 else ''} recently)"
     if feature == "people":
-        return f"{value:.0f} {_EXTRA_PHRASES['people']}"
+        return f"{value:.0f} {_EXTRA_PHRASES['people']}" if value != 1 else (
+            "1 person engaged in the last 30 days"
+        )
     if feature == "senior_people":
         return f"{value:.0f} {_EXTRA_PHRASES['senior_people']}"
     if feature == "recency_days":
         return f"last activity {value:.0f} days ago"
     if feature == "velocity":
-        return "activity is rising against the previous three weeks" if value > 0 else (
-            "activity is falling against the previous three weeks"
+        return (
+            "activity is rising against the previous three weeks"
+            if value > 0
+            else ("activity is falling against the previous three weeks")
         )
     return feature.replace("_", " ")
 
@@ -65,7 +69,7 @@ class PointsPrior:
     """Decayed points per signal plus committee and momentum bonuses, squashed to 0-100."""
 
     def __init__(
-        self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS, scale: float = 40.0
+        self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS, scale: float = 50.0
     ) -> None:
         self.signals = signals
         self.scale = scale
@@ -83,8 +87,8 @@ class PointsPrior:
         if x.get("senior_people", 0.0):
             out["senior_people"] = 3.0 * x["senior_people"]
         velocity = x.get("velocity", 0.0)
-        if velocity:
-            out["velocity"] = 4.0 * velocity
+        if velocity > 0:  # momentum adds a little; a quiet week is not a penalty
+            out["velocity"] = min(6.0, 2.0 * velocity)
         return out
 
     def points(self, x: Mapping[str, float]) -> float:
@@ -131,7 +135,8 @@ class IntentModel:
 
     def predict_proba_one(self, x: Mapping[str, float]) -> float:
         """The learned model's probability alone."""
-        return float(self.model.predict_proba_one(dict(x)).get(True, 0.0))
+        proba = self.model.predict_proba_one(dict(x))  # type: ignore[no-untyped-call]
+        return float(proba.get(True, 0.0))
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """Intent score 0-100."""

@@ -19,12 +19,20 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from intent_stream.embedded import EmbeddedEndpoints, EmbeddedStack, free_port, spawn_child, stop_child
+from intent_stream.embedded import (
+    EmbeddedEndpoints,
+    EmbeddedStack,
+    free_port,
+    spawn_child,
+    stop_child,
+)
 from intent_stream.settings import Settings, env_name, setting_fields
 from intent_stream.topics import ensure_topics
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, every: float = 0.1) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float, what: str, every: float = 0.1
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

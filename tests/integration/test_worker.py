@@ -31,15 +31,36 @@ def _hot_batch(account: str) -> list[dict]:
     for i in range(5):
         person = f"{account}-p{i}"
         base = {"userId": person, "context": {"groupId": account}}
-        events.append({**base, "type": "identify", "timestamp": _ts(i),
-                       "traits": {"role": "engineering", "seniority": "director"}})
+        events.append(
+            {
+                **base,
+                "type": "identify",
+                "timestamp": _ts(i),
+                "traits": {"role": "engineering", "seniority": "director"},
+            }
+        )
         for j, path in enumerate(["/product", "/pricing", "/compare/acme-vs-x", "/pricing"]):
-            events.append({**base, "type": "page", "timestamp": _ts(60 * i + j),
-                           "properties": {"path": path}})
-    events.append({"type": "track", "event": "Demo Requested", "userId": f"{account}-p0",
-                   "timestamp": _ts(600), "context": {"groupId": account}})
-    events.append({"type": "track", "event": "Trial Started", "userId": f"{account}-p1",
-                   "timestamp": _ts(700), "context": {"groupId": account}})
+            events.append(
+                {**base, "type": "page", "timestamp": _ts(60 * i + j), "properties": {"path": path}}
+            )
+    events.append(
+        {
+            "type": "track",
+            "event": "Demo Requested",
+            "userId": f"{account}-p0",
+            "timestamp": _ts(600),
+            "context": {"groupId": account},
+        }
+    )
+    events.append(
+        {
+            "type": "track",
+            "event": "Trial Started",
+            "userId": f"{account}-p1",
+            "timestamp": _ts(700),
+            "context": {"groupId": account},
+        }
+    )
     return events
 
 
@@ -48,16 +69,22 @@ def test_events_flow_to_alert_redis_and_metrics(settings, start_worker, producer
     tag = uuid.uuid4().hex[:6]
     hot, cold = f"hot-{tag}.example", f"cold-{tag}.example"
     hot_events = _hot_batch(hot)
-    cold_event = {"type": "page", "anonymousId": "c1", "timestamp": _ts(5),
-                  "context": {"groupId": cold}, "properties": {"path": "/blog/hello"}}
+    cold_event = {
+        "type": "page",
+        "anonymousId": "c1",
+        "timestamp": _ts(5),
+        "context": {"groupId": cold},
+        "properties": {"path": "/blog/hello"},
+    }
     topic = settings.events_topic
 
     producer.send(topic, key=hot.encode(), value=orjson.dumps(hot_events))
     producer.send(topic, key=cold.encode(), value=orjson.dumps(cold_event))
     producer.send(topic, key=b"junk", value=b"{not json")
     bad_event = {"type": "page", "timestamp": _ts(9), "context": {"groupId": cold}}  # no id
-    producer.send(topic, key=cold.encode(), value=orjson.dumps([cold_event | {"messageId": "2"},
-                                                                bad_event]))
+    producer.send(
+        topic, key=cold.encode(), value=orjson.dumps([cold_event | {"messageId": "2"}, bad_event])
+    )
     producer.flush()
 
     alerts = read_topic(endpoints, settings.alerts_topic, count=1, timeout=60)
@@ -78,6 +105,7 @@ def test_events_flow_to_alert_redis_and_metrics(settings, start_worker, producer
 
     client = redis.Redis.from_url(settings.redis)
     try:
+
         def snapshots():
             raw = [client.get(account_key(settings.redis_prefix, a)) for a in (hot, cold)]
             return raw if all(raw) else None
@@ -100,8 +128,9 @@ def test_events_flow_to_alert_redis_and_metrics(settings, start_worker, producer
     text = wait_until(counted, timeout=10, what="metrics")
     values = _samples(text)
     assert values['intent_stream_alerts_published_total{rule="intent_threshold"}'] == 1.0
-    processed = sum(v for k, v in values.items()
-                    if k.startswith("intent_stream_events_processed_total{"))
+    processed = sum(
+        v for k, v in values.items() if k.startswith("intent_stream_events_processed_total{")
+    )
     assert processed == len(hot_events) + 2
     assert values['intent_stream_dead_letters_total{reason="invalid_json"}'] == 1.0
 
@@ -115,7 +144,8 @@ def test_a_hot_account_is_alerted_once_within_its_cooldown(
     for _ in range(3):  # more evidence, still one alert: the policy is disarmed
         producer.send(settings.events_topic, key=account.encode(), value=orjson.dumps(batch))
     marker = f"marker-{uuid.uuid4().hex[:6]}.example"
-    producer.send(settings.events_topic, key=marker.encode(), value=orjson.dumps(_hot_batch(marker)))
+    marker_batch = orjson.dumps(_hot_batch(marker))
+    producer.send(settings.events_topic, key=marker.encode(), value=marker_batch)
     producer.flush()
     # The marker's alert is produced after every earlier record was processed in its partition;
     # reading until both arrived and then checking the count bounds the wait deterministically.

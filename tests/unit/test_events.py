@@ -66,8 +66,9 @@ def test_bad_events_are_rejected_with_a_reason(event, reason):
 def test_anonymous_events_and_group_calls_are_accepted():
     anon = parse_event(_event(userId=None, anonymousId="cookie-1"))
     assert anon.person_id == "cookie-1"
-    group = parse_event({"type": "group", "groupId": "acme.com", "userId": "u1",
-                         "timestamp": 1767225600000})
+    group = parse_event(
+        {"type": "group", "groupId": "acme.com", "userId": "u1", "timestamp": 1767225600000}
+    )
     assert group.account_id == "acme.com"
     assert group.ts == 1767225600.0
 
