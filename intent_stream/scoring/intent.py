@@ -49,8 +49,10 @@ def _describe(feature: str, value: float, signals: Mapping[str, SignalSpec]) -> 
         times = max(1, round(math.expm1(value)))
         return f"{spec.phrase} ({times} time{'s' if times != 1 else ''} recently)"
     if feature == "people":
-        return f"{value:.0f} {_EXTRA_PHRASES['people']}" if value != 1 else (
-            "1 person engaged in the last 30 days"
+        return (
+            f"{value:.0f} {_EXTRA_PHRASES['people']}"
+            if value != 1
+            else ("1 person engaged in the last 30 days")
         )
     if feature == "senior_people":
         return f"{value:.0f} {_EXTRA_PHRASES['senior_people']}"
