@@ -42,3 +42,15 @@ def test_settings_markdown_table_has_a_row_per_setting(capsys):
     assert main(["settings", "--markdown"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `--")]
     assert len(rows) == len(list(setting_fields()))
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from intent_stream.settings import env_name, setting_fields
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [env_name(f.name) for f in setting_fields() if env_name(f.name) not in readme]
+    assert not missing, (
+        f"README lacks {missing}; regenerate with 'intent-stream settings --markdown'"
+    )
