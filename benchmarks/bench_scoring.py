@@ -16,8 +16,14 @@ from intent_stream.scoring import AccountSignals, IntentModel, classify
 ACCOUNTS = 2_000
 EVENTS = 200_000
 PATHS = ["/", "/blog/a", "/docs/x", "/product", "/features/sso", "/pricing", "/compare/a-vs-b"]
-TRACKS = ["Email Opened", "Whitepaper Downloaded", "Webinar Attended", "Demo Requested",
-          "Trial Started", "Feature Used"]
+TRACKS = [
+    "Email Opened",
+    "Whitepaper Downloaded",
+    "Webinar Attended",
+    "Demo Requested",
+    "Trial Started",
+    "Feature Used",
+]
 
 
 def workload(seed: int = 42) -> list[tuple[int, float, dict]]:
