@@ -97,7 +97,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         ),
     )
     read_model = RedisReadModel(
-        redis_client(settings), prefix=settings.redis_prefix, metrics=metrics
+        redis_client(settings),
+        prefix=settings.redis_prefix,
+        metrics=metrics,
+        render=processor.render,
     )
     engine = Engine(settings, app, topics, accounts, metrics, processor, read_model)
 

@@ -32,7 +32,14 @@ from intent_stream.scoring import (
     classify,
 )
 
-__all__ = ["INTENT_RULE", "AccountProcessor", "DeadLetter", "OutgoingAlert", "RecordResult"]
+__all__ = [
+    "INTENT_RULE",
+    "AccountProcessor",
+    "AccountView",
+    "DeadLetter",
+    "OutgoingAlert",
+    "RecordResult",
+]
 
 INTENT_RULE = "intent_threshold"
 #: Outcomes that mean "this account bought or is buying" (positive label) or did not.
@@ -58,13 +65,26 @@ class OutgoingAlert:
     value: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What the read model needs to render an account (see :meth:`AccountProcessor.render`)."""
+
+    account_id: str
+    score: float
+    features: dict[str, float]
+    events: int
+    alerts: int
+    event_time: float
+    updated_at: float
+
+
 @dataclass(slots=True)
 class RecordResult:
     """What processing one record produced."""
 
     alerts: list[OutgoingAlert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snapshots: dict[str, AccountView] = field(default_factory=dict)
     applied: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     labels: Counter[str] = field(default_factory=Counter)
@@ -156,9 +176,9 @@ class AccountProcessor:
         n_events += len(events)
         x = signals.features(now)
         score = self.model.score_one(x)
-        reasons = self.model.explain(x, top=self.top_reasons)
         policy_state, fire = self.policy.decide(policy_state, score=score, ts=now)
         if fire:
+            reasons = self.model.explain(x, top=self.top_reasons)
             result.alerts.append(
                 self._alert(account_id, score, reasons, policy_state, now, n_events)
             )
@@ -170,15 +190,32 @@ class AccountProcessor:
             "event_time": now,
             "score": round(score, 2),
         }
-        result.snapshots[account_id] = {
-            "account_id": account_id,
-            "intent_score": round(score, 1),
+        result.snapshots[account_id] = AccountView(
+            account_id=account_id,
+            score=score,
+            features=x,
+            events=n_events,
+            alerts=policy_state.episode,
+            event_time=now,
+            updated_at=self.clock(),
+        )
+
+    def render(self, view: AccountView) -> dict[str, Any]:
+        """The read-model snapshot of an account, with its reasons.
+
+        Done when the snapshot is written, not per record: an account updated many times
+        between two Redis flushes is explained once.
+        """
+        reasons = self.model.explain(view.features, top=self.top_reasons)
+        return {
+            "account_id": view.account_id,
+            "intent_score": round(view.score, 1),
             "reasons": [{"text": r.text, "points": round(r.contribution, 1)} for r in reasons],
-            "features": {k: round(v, 3) for k, v in x.items() if v},
-            "events": n_events,
-            "alerts": policy_state.episode,
-            "last_event_at": iso(now),
-            "updated_at": iso(self.clock()),
+            "features": {k: round(v, 3) for k, v in view.features.items() if v},
+            "events": view.events,
+            "alerts": view.alerts,
+            "last_event_at": iso(view.event_time),
+            "updated_at": iso(view.updated_at),
         }
 
     def _learn_event(self, signals: AccountSignals, event: Event, result: RecordResult) -> None:

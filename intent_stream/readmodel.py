@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -50,15 +50,17 @@ class RedisReadModel:
         *,
         prefix: str,
         metrics: Metrics,
+        render: Callable[[Any], dict[str, Any]] = dict,
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.metrics = metrics
+        self.render = render
         self.max_backoff = max_backoff
         self.clock = clock
-        self._pending: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, Any] = {}
         self._failures = 0
         self._retry_at = 0.0
 
@@ -66,8 +68,8 @@ class RedisReadModel:
     def pending(self) -> int:
         return len(self._pending)
 
-    def update(self, snapshots: dict[str, dict[str, Any]]) -> None:
-        """Queue the newest snapshots of changed accounts."""
+    def update(self, snapshots: Mapping[str, Any]) -> None:
+        """Queue the newest views of changed accounts (rendered by ``render`` when written)."""
         self._pending.update(snapshots)
         self.metrics.redis_pending.set(len(self._pending))
 
@@ -78,7 +80,8 @@ class RedisReadModel:
         batch, self._pending = self._pending, {}
         pipe = self.client.pipeline(transaction=False)
         scores: dict[str, float] = {}
-        for account_id, snap in batch.items():
+        for account_id, view in batch.items():
+            snap = self.render(view)
             pipe.set(account_key(self.prefix, account_id), orjson.dumps(snap))
             scores[account_id] = float(snap["intent_score"])
         pipe.zadd(by_score_key(self.prefix), scores)

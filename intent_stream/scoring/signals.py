@@ -136,12 +136,24 @@ def classify(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+_RATES: dict[int, tuple[Mapping[str, SignalSpec], dict[str, float]]] = {}
+
+
+def _rates(signals: Mapping[str, SignalSpec]) -> dict[str, float]:
+    """Decay rate per signal, computed once per specs mapping (not per account)."""
+    cached = _RATES.get(id(signals))
+    if cached is None or cached[0] is not signals:
+        rates = {k: math.log(2) / (v.half_life_days * DAY) for k, v in signals.items()}
+        cached = _RATES[id(signals)] = (signals, rates)
+    return cached[1]
+
+
 class AccountSignals:
     """Compact per-account signal state, updated per event and read as model features."""
 
     def __init__(self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS) -> None:
         self.signals = signals
-        self._rates = {k: math.log(2) / (v.half_life_days * DAY) for k, v in signals.items()}
+        self._rates = _rates(signals)
         self.counts: dict[str, list[float]] = {}  # signal -> [decayed value, at ts]
         self.people: dict[str, list[Any]] = {}  # person -> [last ts, senior (0/1)]
         self.days: dict[int, int] = {}  # day number -> events that day (last 28 days)
@@ -226,8 +238,8 @@ class AccountSignals:
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state (the signal specs are configuration, not state)."""
         return {
-            "c": {k: [round(v, 4), round(t, 3)] for k, (v, t) in self.counts.items()},
-            "p": {k: [round(t, 3), s] for k, (t, s) in self.people.items()},
+            "c": {k: [round(v, 4), t] for k, (v, t) in self.counts.items()},
+            "p": {k: [t, s] for k, (t, s) in self.people.items()},
             "d": {str(d): n for d, n in self.days.items()},
             "f": self.first_seen,
             "l": self.last_seen,

@@ -48,7 +48,10 @@ def test_a_batch_updates_state_scores_and_alerts_once():
     assert alert["intent_score"] >= 70
     assert alert["reasons"]
     assert table["acme"]["events"] == 8
-    assert result.snapshots["acme"]["intent_score"] == alert["intent_score"]
+    snapshot = proc.render(result.snapshots["acme"])
+    assert snapshot["intent_score"] == alert["intent_score"]
+    assert snapshot["reasons"][0]["text"]
+    assert snapshot["last_event_at"].endswith("Z")
     again = proc.process(table, value=orjson.dumps(_hot("acme")), partition=0, offset=2)
     assert again.alerts == []  # disarmed until the score falls below exit
 
