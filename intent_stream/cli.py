@@ -32,6 +32,8 @@ _GROUP_TITLES = {
     "connections": "connections",
     "topics": "topics",
     "worker": "worker",
+    "ingest": "ingestion and identity",
+    "collector": "collector",
     "alerts": "scoring and alerts",
     "general": "general",
 }

@@ -27,13 +27,16 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "MAX_ID_LENGTH",
     "MAX_RECORD_BYTES",
     "SEGMENT_TYPES",
     "Event",
     "Rejected",
     "account_of",
+    "check_message",
     "decode_record",
+    "event_time",
     "parse_event",
     "parse_timestamp",
 ]
@@ -46,12 +49,17 @@ MAX_ID_LENGTH = 256
 
 
 class Rejected(ValueError):
-    """A record or event the engine will not apply; it goes to the dead-letter topic."""
+    """A record or event the engine will not apply; it goes to the dead-letter topic.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    ``reason`` is short and bounded (a metric label); ``detail`` is for people; ``field`` names
+    the offending field when there is one (the collector returns it in its 400 answer).
+    """
+
+    def __init__(self, reason: str, detail: str, *, field: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +115,7 @@ def account_of(body: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_timestamp(value: Any) -> float:
+def parse_timestamp(value: Any, *, field: str = "timestamp") -> float:
     """Epoch seconds from an ISO-8601 string (``Z`` or offset) or epoch milliseconds.
 
     >>> parse_timestamp("2026-01-01T00:00:00.000Z")
@@ -119,13 +127,17 @@ def parse_timestamp(value: Any) -> float:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise Rejected("bad_timestamp", "timestamp is not ISO-8601") from None
+            raise Rejected("bad_timestamp", "timestamp is not ISO-8601", field=field) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value) / 1000.0
-    raise Rejected("bad_timestamp", "timestamp must be an ISO-8601 string or epoch milliseconds")
+    raise Rejected(
+        "bad_timestamp",
+        f"{field} must be an ISO-8601 string or epoch milliseconds",
+        field=field,
+    )
 
 
 def _id(body: dict[str, Any], name: str) -> str | None:
@@ -135,7 +147,11 @@ def _id(body: dict[str, Any], name: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise Rejected("bad_field", f"{name} must be a non-empty string of at most {MAX_ID_LENGTH}")
+        raise Rejected(
+            "bad_field",
+            f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
+            field=name,
+        )
     return value
 
 
@@ -145,18 +161,127 @@ def parse_event(obj: Any) -> Event:
         raise Rejected("not_an_event", "an event must be a JSON object")
     kind = obj.get("type")
     if kind not in SEGMENT_TYPES:
-        raise Rejected("bad_type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}")
+        raise Rejected(
+            "bad_type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}", field="type"
+        )
     person = _id(obj, "userId") or _id(obj, "anonymousId")
     if person is None:
-        raise Rejected("missing_id", "an event needs userId or anonymousId")
+        raise Rejected("missing_id", "an event needs userId or anonymousId", field="userId")
     account = account_of(obj)
     if account is None:
         raise Rejected("missing_account", "an event needs context.groupId (or groupId on group)")
     if len(account) > MAX_ID_LENGTH:
-        raise Rejected("bad_field", f"the account id is longer than {MAX_ID_LENGTH}")
+        raise Rejected(
+            "bad_field", f"the account id is longer than {MAX_ID_LENGTH}", field="groupId"
+        )
     stamp = obj.get("timestamp", obj.get("originalTimestamp"))
     if stamp is None:
         raise Rejected("bad_timestamp", "an event needs a timestamp")
     return Event(
         account_id=account, ts=parse_timestamp(stamp), type=kind, person_id=person, body=obj
     )
+
+
+#: Segment's own limit for one message; larger events are rejected as ``too_large``.
+MAX_EVENT_BYTES = 32_000
+MAX_NAME_LENGTH = 200
+#: Event times further than this ahead of their arrival are rejected (clock skew allowance).
+MAX_FUTURE_SKEW_S = 86_400.0
+#: Event times before 2000-01-01 are rejected: a seconds-for-milliseconds mistake, usually.
+MIN_EVENT_TIME = 946_684_800.0
+_OBJECT_FIELDS = ("context", "properties", "traits", "integrations")
+_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+
+
+def check_message(obj: Any, *, check_size: bool = False) -> dict[str, Any]:
+    """Check a Segment-spec message as a tracker sent it (no account needed yet).
+
+    Returns the message unchanged, or raises :class:`Rejected` naming the bad field. The rules:
+    a known ``type``; ``userId`` or ``anonymousId`` (strings or integers, at most 256
+    characters); ``messageId`` a string if present; ``event`` on ``track``, ``groupId`` on
+    ``group`` and ``previousId`` on ``alias``; ``context``, ``properties`` and ``traits``
+    objects if present; every timestamp parseable; at most 32 KB when ``check_size``.
+
+    >>> check_message({"type": "track", "userId": "u1", "event": "Demo Requested"})["event"]
+    'Demo Requested'
+    >>> check_message({"type": "track", "userId": "u1"})
+    Traceback (most recent call last):
+    ...
+    intent_stream.events.Rejected: bad_field: track needs 'event', a non-empty string ...
+    >>> check_message({"type": "page", "anonymousId": "a", "context": []}).get("type")
+    Traceback (most recent call last):
+    ...
+    intent_stream.events.Rejected: bad_field: context must be a JSON object
+    """
+    if not isinstance(obj, dict):
+        raise Rejected("not_an_event", "an event must be a JSON object")
+    kind = obj.get("type")
+    if kind not in SEGMENT_TYPES:
+        raise Rejected(
+            "bad_type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}", field="type"
+        )
+    if _id(obj, "userId") is None and _id(obj, "anonymousId") is None:
+        raise Rejected("missing_id", "an event needs userId or anonymousId", field="userId")
+    _id(obj, "messageId")
+    if kind == "track":
+        name = obj.get("event")
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+            raise Rejected(
+                "bad_field",
+                f"track needs 'event', a non-empty string of at most {MAX_NAME_LENGTH} characters",
+                field="event",
+            )
+    elif kind == "group" and _id(obj, "groupId") is None:
+        raise Rejected("bad_field", "group needs 'groupId'", field="groupId")
+    elif kind == "alias" and _id(obj, "previousId") is None:
+        raise Rejected("bad_field", "alias needs 'previousId'", field="previousId")
+    for name in _OBJECT_FIELDS:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise Rejected("bad_field", f"{name} must be a JSON object", field=name)
+    for name in _TIME_FIELDS:
+        value = obj.get(name)
+        if value is not None:
+            parse_timestamp(value, field=name)
+    if check_size and len(orjson.dumps(obj)) > MAX_EVENT_BYTES:
+        raise Rejected(
+            "too_large", f"an event may have at most {MAX_EVENT_BYTES} bytes", field="event"
+        )
+    return obj
+
+
+def event_time(obj: dict[str, Any], *, received_at: float) -> float:
+    """When an event happened, by Segment's rule, in epoch seconds.
+
+    An explicit ``timestamp`` wins; otherwise ``receivedAt - (sentAt - originalTimestamp)``,
+    which corrects the sender's clock skew; otherwise ``originalTimestamp``; otherwise the
+    arrival time (``receivedAt`` in the message, else ``received_at``). Times more than a day
+    after arrival, or before 2000, raise :class:`Rejected`.
+
+    >>> event_time({"originalTimestamp": "2026-01-01T00:00:00Z",
+    ...             "sentAt": "2026-01-01T00:00:10Z"}, received_at=1767225605.0)
+    1767225595.0
+    >>> event_time({}, received_at=1767225605.0)
+    1767225605.0
+    """
+    arrived = obj.get("receivedAt")
+    received = parse_timestamp(arrived, field="receivedAt") if arrived is not None else received_at
+    stamp = obj.get("timestamp")
+    original = obj.get("originalTimestamp")
+    sent = obj.get("sentAt")
+    if stamp is not None:
+        ts, name = parse_timestamp(stamp), "timestamp"
+    elif original is not None and sent is not None:
+        skew = parse_timestamp(sent, field="sentAt") - parse_timestamp(
+            original, field="originalTimestamp"
+        )
+        ts, name = received - skew, "originalTimestamp"
+    elif original is not None:
+        ts, name = parse_timestamp(original, field="originalTimestamp"), "originalTimestamp"
+    else:
+        ts, name = received, "receivedAt"
+    if ts > received + MAX_FUTURE_SKEW_S:
+        raise Rejected("bad_timestamp", f"{name} is more than a day in the future", field=name)
+    if ts < MIN_EVENT_TIME:
+        raise Rejected("bad_timestamp", f"{name} is before the year 2000", field=name)
+    return ts

@@ -79,6 +79,16 @@ class Settings:
         group="topics",
     )
     replication: int = _opt(1, "Replication factor for topics the engine creates.", group="topics")
+    raw_topic: str = _opt(
+        "intent.events.raw.v1",
+        "Topic trackers publish Segment-spec events to (any key); the ingest agent reads it.",
+        group="topics",
+    )
+    identity_topic: str = _opt(
+        "intent.identity.v1",
+        "Compacted topic of identity edges (person/cookie -> account), read by every worker.",
+        group="topics",
+    )
     # -- worker ------------------------------------------------------------------------
     app_id: str = _opt(
         "intent-stream",
@@ -109,6 +119,53 @@ class Settings:
         0.2, "Seconds between writes of changed accounts to Redis.", group="worker"
     )
     log_level: str = _opt("info", "Log level: debug, info, warning or error.", group="worker")
+    # -- ingestion and identity --------------------------------------------------------
+    dedup_window: float = _opt(
+        86400.0,
+        "Seconds during which a repeated messageId is dropped as a duplicate (0 disables).",
+        group="ingest",
+    )
+    pseudonymise_key: str = _opt(
+        "",
+        "If set, person ids (userId, anonymousId, previousId) are replaced by a keyed "
+        "HMAC-SHA256 of themselves before anything is stored.",
+        secret=True,
+        group="ingest",
+    )
+    freemail_domains: str = _opt(
+        "",
+        "Extra comma-separated free-mail domains whose emails never map to an account "
+        "(added to the built-in list: gmail.com, outlook.com, qq.com, 163.com, ...).",
+        group="ingest",
+    )
+    identity_lookback: float = _opt(
+        2592000.0,
+        "Seconds of an anonymous visitor's earlier activity attributed to the account once "
+        "the visitor is identified.",
+        group="ingest",
+    )
+    pending_max_events: int = _opt(
+        200,
+        "Most events kept per anonymous visitor while waiting for identification.",
+        group="ingest",
+    )
+    # -- collector ---------------------------------------------------------------------
+    collector_host: str = _opt(
+        "127.0.0.1",
+        "Address the HTTP collector (Segment Tracking API) binds to.",
+        group="collector",
+    )
+    collector_port: int = _opt(8088, "Port of the HTTP collector.", group="collector")
+    write_keys: str = _opt(
+        "",
+        "Comma-separated write keys the collector accepts as HTTP Basic user (required to "
+        "start the collector).",
+        secret=True,
+        group="collector",
+    )
+    max_body_bytes: int = _opt(
+        512000, "Largest HTTP request body the collector accepts (413 above).", group="collector"
+    )
     # -- scoring and alerts --------------------------------------------------------------
     alert_enter: float = _opt(
         70.0,
@@ -146,6 +203,16 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def write_key_set(self) -> frozenset[str]:
+        """The collector's accepted write keys."""
+        return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
+
+    @property
+    def freemail_domain_set(self) -> frozenset[str]:
+        """The configured extra free-mail domains, lower-cased."""
+        return frozenset(d.strip().lower() for d in self.freemail_domains.split(",") if d.strip())
 
     @property
     def kafka_embedded(self) -> bool:
@@ -215,6 +282,14 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('log_level')} must be debug, info, warning or error"
     if s.redis != EMBEDDED and not s.redis.startswith(("redis://", "rediss://", "unix://")):
         yield f"{env_name('redis')} must be 'embedded' or a redis://, rediss:// or unix:// URL"
-    topics = [s.events_topic, s.alerts_topic, s.dlq_topic]
+    if not 0 < s.collector_port < 65536:
+        yield f"{env_name('collector_port')} must be a TCP port (got {s.collector_port})"
+    if s.dedup_window < 0:
+        yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
+    if s.pending_max_events < 0:
+        yield f"{env_name('pending_max_events')} must be 0 or more (got {s.pending_max_events})"
+    if s.max_body_bytes < 1024:
+        yield f"{env_name('max_body_bytes')} must be at least 1024 (got {s.max_body_bytes})"
+    topics = [s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic]
     if len(set(topics)) != len(topics):
-        yield "the event, alert and dead-letter topics must have different names"
+        yield "the raw, event, alert, dead-letter and identity topics must have different names"

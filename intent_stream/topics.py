@@ -17,12 +17,14 @@ from intent_stream.settings import Settings
 
 __all__ = [
     "ACCOUNT_STATE_TABLE",
+    "PENDING_TABLE",
     "TopicMismatchError",
     "TopicSpec",
     "Topics",
     "changelog_topic",
     "declare",
     "ensure_topics",
+    "partition_for",
     "topic_specs",
 ]
 
@@ -30,6 +32,27 @@ logger = logging.getLogger(__name__)
 
 #: Name of the Faust table holding per-account state (its changelog is derived from it).
 ACCOUNT_STATE_TABLE = "account-state"
+#: Name of the Faust table holding anonymous visitors' events awaiting identification.
+PENDING_TABLE = "pending-visitors"
+
+
+def partition_for(key: str | bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives ``key``.
+
+    Producers that write keyed records with the Java, librdkafka-compatible, kafka-python or
+    aiokafka default partitioner put a key where this says; the ingest agent and the collector
+    use it to route events so that one account (or one visitor) always lands in one partition.
+
+    >>> partition_for("acme.com", 8) == partition_for(b"acme.com", 8)
+    True
+    >>> 0 <= partition_for("acme.com", 8) < 8
+    True
+    """
+    from kafka.partitioner.default import murmur2
+
+    data = key.encode() if isinstance(key, str) else key
+    hashed: int = murmur2(data)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class TopicMismatchError(RuntimeError):
@@ -59,11 +82,17 @@ def changelog_topic(settings: Settings, table: str) -> str:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic a worker touches, in the order they should be created.
 
-    >>> [t.name for t in topic_specs(Settings())][:3]
-    ['intent.events.v1', 'intent.sales-alerts.v1', 'intent.events.dlq.v1']
+    >>> [t.name for t in topic_specs(Settings())][:4]
+    ['intent.events.raw.v1', 'intent.events.v1', 'intent.sales-alerts.v1', 'intent.events.dlq.v1']
     """
     n = settings.partitions
     return [
+        TopicSpec(
+            settings.raw_topic,
+            n,
+            key="visitor key: anonymousId, else userId (any key is accepted)",
+            value="one Segment-spec event (JSON object), a JSON array of them, or {'batch': [...]}",
+        ),
         TopicSpec(
             settings.events_topic,
             n,
@@ -87,6 +116,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             n,
             key="account id (JSON string)",
             value="account state (JSON object)",
+            config={"cleanup.policy": "compact"},
+        ),
+        TopicSpec(
+            settings.identity_topic,
+            n,
+            key="identity node, e.g. 'anon:c-81f2', 'user:u-1' (UTF-8)",
+            value="identity edge (JSON object): node, account, via, ts; null to undo",
+            config={"cleanup.policy": "compact"},
+        ),
+        TopicSpec(
+            changelog_topic(settings, PENDING_TABLE),
+            n,
+            key="visitor node (JSON string)",
+            value="events awaiting identification (JSON object)",
             config={"cleanup.policy": "compact"},
         ),
     ]
@@ -158,9 +201,11 @@ def _check_partitions(admin: Any, specs: dict[str, TopicSpec]) -> None:
 class Topics:
     """The Faust topic objects agents read from and send to."""
 
+    raw: Any
     events: Any
     alerts: Any
     dlq: Any
+    identity: Any
 
 
 def declare(app: Any, settings: Settings) -> Topics:
@@ -172,6 +217,8 @@ def declare(app: Any, settings: Settings) -> Topics:
     """
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     return Topics(
+        raw=app.topic(settings.raw_topic, partitions=settings.partitions, **raw),
+        identity=app.topic(settings.identity_topic, partitions=settings.partitions, **raw),
         events=app.topic(settings.events_topic, partitions=settings.partitions, **raw),
         alerts=app.topic(settings.alerts_topic, partitions=settings.partitions, **raw),
         dlq=app.topic(settings.dlq_topic, partitions=settings.partitions, **raw),
