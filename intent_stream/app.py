@@ -11,12 +11,15 @@ import faust
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from intent_stream.dedup import MessageDeduplicator
+from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
+from intent_stream.ingest import IngestProcessor
 from intent_stream.metrics import Metrics
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.readmodel import RedisReadModel
 from intent_stream.scoring import HotLeadPolicy, IntentModel
 from intent_stream.settings import Settings
-from intent_stream.topics import ACCOUNT_STATE_TABLE, Topics, declare
+from intent_stream.topics import ACCOUNT_STATE_TABLE, PENDING_TABLE, Topics, declare
 
 __all__ = ["Engine", "create_app", "redis_client"]
 
@@ -34,6 +37,9 @@ class Engine:
     metrics: Metrics
     processor: AccountProcessor
     read_model: RedisReadModel
+    pending: Any  # faust Table: visitor node -> events awaiting identification
+    ingest: IngestProcessor
+    dedup: MessageDeduplicator
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
@@ -96,16 +102,44 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             cooldown_s=settings.alert_cooldown,
         ),
     )
+    pending = app.Table(PENDING_TABLE, default=None, partitions=settings.partitions, key_type=str)
+    client = redis_client(settings)
     read_model = RedisReadModel(
-        redis_client(settings),
+        client,
         prefix=settings.redis_prefix,
         metrics=metrics,
         render=processor.render,
     )
-    engine = Engine(settings, app, topics, accounts, metrics, processor, read_model)
+    ingest = IngestProcessor(
+        graph=IdentityGraph(freemail=FREEMAIL_DOMAINS | settings.freemail_domain_set),
+        pseudonymiser=Pseudonymiser(settings.pseudonymise_key.encode()),
+        partitions=settings.partitions,
+        lookback=settings.identity_lookback,
+        pending_max=settings.pending_max_events,
+    )
+    dedup = MessageDeduplicator(
+        client,
+        prefix=settings.redis_prefix,
+        window=settings.dedup_window,
+        on_error=metrics.dedup_errors.inc,
+    )
+    engine = Engine(
+        settings=settings,
+        app=app,
+        topics=topics,
+        accounts=accounts,
+        metrics=metrics,
+        processor=processor,
+        read_model=read_model,
+        pending=pending,
+        ingest=ingest,
+        dedup=dedup,
+    )
 
+    from intent_stream.agents import ingest as ingest_agent
     from intent_stream.agents import score, web
 
+    ingest_agent.register(engine)
     score.register(engine)
     web.register(engine)
     return engine

@@ -6,7 +6,7 @@ should carry many events per record. Every failure raises :class:`Rejected` with
 bounded ``reason`` (used as a metric label and as the dead-letter header) and a ``detail``
 for people.
 
->>> events = decode_record(b'{"type": "track", "event": "Demo Requested", "userId": "u1",'
+>>> events, _ = decode_record(b'{"type": "track", "event": "Demo Requested", "userId": "u1",'
 ...                        b' "timestamp": "2026-11-20T10:00:00Z",'
 ...                        b' "context": {"groupId": "acme.com"}}')
 >>> e = parse_event(events[0])
@@ -73,8 +73,15 @@ class Event:
     body: dict[str, Any]
 
 
-def decode_record(value: bytes | None) -> list[Any]:
-    """The events in a record's value (unchecked), or :class:`Rejected`."""
+def decode_record(value: bytes | None) -> tuple[list[Any], tuple[int, int] | None]:
+    """The events in a record's value (unchecked) and its ``src``, or :class:`Rejected`.
+
+    ``src`` is the (partition, offset) of the raw record the ingest agent forwarded these
+    events from (``{"src": [p, o], "batch": [...]}``); None for records written directly.
+
+    >>> decode_record(b'{"src": [3, 41], "batch": [{"type": "page"}]}')
+    ([{'type': 'page'}], (3, 41))
+    """
     if not value:
         raise Rejected("empty", "the record has no value")
     if len(value) > MAX_RECORD_BYTES:
@@ -84,15 +91,31 @@ def decode_record(value: bytes | None) -> list[Any]:
     except orjson.JSONDecodeError:
         raise Rejected("invalid_json", "the record is not valid UTF-8 JSON") from None
     if isinstance(doc, list):
-        return doc
+        if not doc:
+            raise Rejected("empty", "the record holds an empty array")
+        return doc, None
     if isinstance(doc, dict):
         batch = doc.get("batch")
         if batch is None:
-            return [doc]
-        if isinstance(batch, list):
-            return batch
-        raise Rejected("invalid_batch", "'batch' must be a JSON array of events")
+            return [doc], None
+        if not isinstance(batch, list):
+            raise Rejected("invalid_batch", "'batch' must be a JSON array of events")
+        if not batch:
+            raise Rejected("empty", "the record holds an empty batch")
+        return batch, _src(doc.get("src"))
     raise Rejected("not_an_event", "the record must hold a JSON object or array")
+
+
+def _src(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return value[0], value[1]
+    raise Rejected("invalid_batch", "'src' must be [partition, offset]")
 
 
 def account_of(body: dict[str, Any]) -> str | None:

@@ -95,6 +95,52 @@ class Metrics:
             registry=registry,
         )
 
+        # -- ingestion and identity ------------------------------------------------------
+        self.ingest_records = Counter(
+            p + "ingest_records_total",
+            "Kafka records taken from the raw topic by the ingest agent.",
+            registry=registry,
+        )
+        self.ingest_messages = Counter(
+            p + "ingest_messages_total",
+            "Raw messages that passed validation, by Segment call type.",
+            ["type"],
+            registry=registry,
+        )
+        self.ingest_duplicates = Counter(
+            p + "ingest_duplicates_total",
+            "Messages dropped because their messageId was seen within the de-duplication window.",
+            registry=registry,
+        )
+        self.ingest_forwarded = Counter(
+            p + "ingest_forwarded_records_total",
+            "Records written to the account-keyed event topic by the ingest agent.",
+            registry=registry,
+        )
+        self.pending_events = Counter(
+            p + "pending_events_total",
+            "Anonymous visitors' events by what happened to them: pended (waiting for "
+            "identification), released (attributed to an account) or expired.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.identity_edges = Counter(
+            p + "identity_edges_total",
+            "Identity edges learned by this worker, by kind (person or account).",
+            ["kind"],
+            registry=registry,
+        )
+        self.identity_nodes = Gauge(
+            p + "identity_nodes",
+            "Cookies and people held in this worker's identity graph.",
+            registry=registry,
+        )
+        self.dedup_errors = Counter(
+            p + "dedup_errors_total",
+            "Failed de-duplication lookups in Redis (messages were let through).",
+            registry=registry,
+        )
+
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)

@@ -5,9 +5,12 @@ per-account state held in any ``MutableMapping`` (a Faust table in the worker, a
 scores every account the record touched and decides on hot-lead alerts. It returns what the
 agent must send; it does no I/O itself.
 
-Replays are harmless: each account's state remembers the (partition, offset) of the last record
-applied to it, and a record at or below that offset is skipped. Because the state and that
-offset are written in the same table value, a crash between them cannot split them.
+Replays are harmless: each account's state remembers, per source, the offset of the last record
+applied to it, and a record at or below that offset is skipped. The source of a record the
+ingest agent forwarded is the raw partition it came from (its ``src``), so a raw record replayed
+after an ingest crash is skipped too; a record written directly to the event topic is its own
+source. Because the state and those offsets are written in the same table value, a crash
+between them cannot split them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ __all__ = [
     "DeadLetter",
     "OutgoingAlert",
     "RecordResult",
+    "dump_event",
+    "iso",
 ]
 
 INTENT_RULE = "intent_threshold"
@@ -130,7 +135,7 @@ class AccountProcessor:
         """Apply one record; per-event problems dead-letter that event only."""
         result = RecordResult()
         try:
-            raw_events = decode_record(value)
+            raw_events, src = decode_record(value)
         except Rejected as exc:
             result.dead_letters.append(DeadLetter(exc.reason, exc.detail, value))
             return result
@@ -139,11 +144,13 @@ class AccountProcessor:
             try:
                 event = parse_event(raw)
             except Rejected as exc:
-                result.dead_letters.append(DeadLetter(exc.reason, exc.detail, _dump(raw)))
+                result.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
                 continue
             by_account.setdefault(event.account_id, []).append(event)
+        # Replay guard key: the raw partition for forwarded records, else this partition.
+        guard = (f"r{src[0]}", src[1]) if src is not None else (f"e{partition}", offset)
         for account_id, events in by_account.items():
-            self._apply(table, account_id, events, partition, offset, result)
+            self._apply(table, account_id, events, guard, result)
         return result
 
     def _apply(
@@ -151,14 +158,15 @@ class AccountProcessor:
         table: MutableMapping[str, Any],
         account_id: str,
         events: list[Event],
-        partition: int,
-        offset: int,
+        guard: tuple[str, int],
         result: RecordResult,
     ) -> None:
         state = table.get(account_id)
+        source, offset = guard
+        applied: dict[str, int] = {}
         if state is not None:
-            last_partition, last_offset = state["off"]
-            if last_partition == partition and offset <= last_offset:
+            applied = state["off"]
+            if offset <= applied.get(source, -1):
                 result.skipped += len(events)
                 return
             signals = AccountSignals.from_dict(state["signals"])
@@ -183,7 +191,7 @@ class AccountProcessor:
                 self._alert(account_id, score, reasons, policy_state, now, n_events)
             )
         table[account_id] = {
-            "off": [partition, offset],
+            "off": {**applied, source: offset},
             "signals": signals.to_dict(),
             "policy": policy_state.to_dict(),
             "events": n_events,
@@ -270,7 +278,8 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _dump(raw: Any) -> bytes:
+def dump_event(raw: Any) -> bytes:
+    """An event's bytes for the dead-letter topic (JSON when possible)."""
     try:
         return orjson.dumps(raw)
     except TypeError:

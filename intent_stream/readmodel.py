@@ -9,6 +9,8 @@ Keys (``prefix`` defaults to ``intent:``):
 
 - ``{prefix}account:{account_id}`` - JSON snapshot of the account
 - ``{prefix}accounts:by_score`` - sorted set of account ids by intent score
+- ``{prefix}identity:{node}`` - JSON of what the identity graph knows about a cookie
+  (``anon:...``) or person (``user:...``): account, evidence, linked cookies or person
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from redis.exceptions import RedisError
 
 from intent_stream.metrics import Metrics
 
-__all__ = ["RedisReadModel", "account_key", "by_score_key"]
+__all__ = ["RedisReadModel", "account_key", "by_score_key", "identity_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,14 @@ def account_key(prefix: str, account_id: str) -> str:
 
 def by_score_key(prefix: str) -> str:
     return f"{prefix}accounts:by_score"
+
+
+def identity_key(prefix: str, node: str) -> str:
+    """
+    >>> identity_key("intent:", "anon:c1")
+    'intent:identity:anon:c1'
+    """
+    return f"{prefix}identity:{node}"
 
 
 class RedisReadModel:
@@ -61,12 +71,17 @@ class RedisReadModel:
         self.max_backoff = max_backoff
         self.clock = clock
         self._pending: dict[str, Any] = {}
+        self._values: dict[str, bytes | None] = {}
         self._failures = 0
         self._retry_at = 0.0
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._values)
+
+    def put(self, key: str, value: bytes | None) -> None:
+        """Queue a plain key write (None deletes it), flushed with the account snapshots."""
+        self._values[key] = value
 
     def update(self, snapshots: Mapping[str, Any]) -> None:
         """Queue the newest views of changed accounts (rendered by ``render`` when written)."""
@@ -75,21 +90,29 @@ class RedisReadModel:
 
     async def flush(self) -> int:
         """Write pending snapshots; return how many were written (0 while backing off)."""
-        if not self._pending or self.clock() < self._retry_at:
+        if not (self._pending or self._values) or self.clock() < self._retry_at:
             return 0
         batch, self._pending = self._pending, {}
+        values, self._values = self._values, {}
         pipe = self.client.pipeline(transaction=False)
+        for key, value in values.items():
+            if value is None:
+                pipe.delete(key)
+            else:
+                pipe.set(key, value)
         scores: dict[str, float] = {}
         for account_id, view in batch.items():
             snap = self.render(view)
             pipe.set(account_key(self.prefix, account_id), orjson.dumps(snap))
             scores[account_id] = float(snap["intent_score"])
-        pipe.zadd(by_score_key(self.prefix), scores)
+        if scores:
+            pipe.zadd(by_score_key(self.prefix), scores)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             # Keep what failed unless a newer snapshot arrived meanwhile.
             self._pending = {**batch, **self._pending}
+            self._values = {**values, **self._values}
             self._failures += 1
             self.metrics.redis_errors.inc()
             self._retry_at = self.clock() + min(self.max_backoff, 0.25 * 2**self._failures)
@@ -101,9 +124,9 @@ class RedisReadModel:
                 )
             return 0
         finally:
-            self.metrics.redis_pending.set(len(self._pending))
+            self.metrics.redis_pending.set(self.pending)
         if self._failures:
             logger.info("Redis writes recovered after %d failed attempts", self._failures)
             self._failures = 0
-        self.metrics.redis_writes.inc(len(batch))
-        return len(batch)
+        self.metrics.redis_writes.inc(len(batch) + len(values))
+        return len(batch) + len(values)

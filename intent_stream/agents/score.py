@@ -10,6 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from intent_stream.agents.deadletters import send_dead_letters
 from intent_stream.pipeline import RecordResult
 
 if TYPE_CHECKING:
@@ -57,28 +58,7 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
         )
         metrics.alerts_published.labels(rule="intent_threshold").inc()
         logger.info("alert %s for account %s", alert.alert_id, alert.account_id)
-    for dead in result.dead_letters:
-        await topics.dlq.send(
-            key=message.key,
-            value=dead.value,
-            headers=[
-                ("dlq.reason", dead.reason.encode()),
-                ("dlq.detail", dead.detail.encode()),
-                ("dlq.topic", message.topic.encode()),
-                ("dlq.partition", str(message.partition).encode()),
-                ("dlq.offset", str(message.offset).encode()),
-            ],
-        )
-        metrics.dead_letters.labels(reason=dead.reason).inc()
-    if result.dead_letters:
-        logger.warning(
-            "dead-lettered %d item(s) from %s[%d]@%d: %s",
-            len(result.dead_letters),
-            message.topic,
-            message.partition,
-            message.offset,
-            ", ".join(sorted({d.reason for d in result.dead_letters})),
-        )
+    await send_dead_letters(engine, result.dead_letters, message)
     for kind, n in result.applied.items():
         metrics.events_processed.labels(type=kind).inc(n)
     for outcome, n in result.labels.items():

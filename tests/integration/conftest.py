@@ -66,6 +66,8 @@ def settings(endpoints: EmbeddedEndpoints, tmp_path: Path) -> Settings:
         kafka=endpoints.kafka_bootstrap,
         redis=endpoints.redis_url,
         app_id=f"it-{tag}",
+        raw_topic=f"it.{tag}.events.raw.v1",
+        identity_topic=f"it.{tag}.identity.v1",
         events_topic=f"it.{tag}.events.v1",
         alerts_topic=f"it.{tag}.sales-alerts.v1",
         dlq_topic=f"it.{tag}.events.dlq.v1",

@@ -20,9 +20,10 @@ def _event(**overrides):
 
 def test_a_record_may_hold_one_event_an_array_or_a_segment_batch():
     one = _event()
-    assert decode_record(orjson.dumps(one)) == [one]
-    assert decode_record(orjson.dumps([one, one])) == [one, one]
-    assert decode_record(orjson.dumps({"batch": [one], "sentAt": "x"})) == [one]
+    assert decode_record(orjson.dumps(one)) == ([one], None)
+    assert decode_record(orjson.dumps([one, one])) == ([one, one], None)
+    assert decode_record(orjson.dumps({"batch": [one], "sentAt": "x"})) == ([one], None)
+    assert decode_record(orjson.dumps({"batch": [one], "src": [2, 9]})) == ([one], (2, 9))
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,9 @@ def test_a_record_may_hold_one_event_an_array_or_a_segment_batch():
         (b"{broken", "invalid_json"),
         (b"42", "not_an_event"),
         (b'{"batch": 3}', "invalid_batch"),
+        (b'{"batch": [{}], "src": "x"}', "invalid_batch"),
+        (b'{"batch": []}', "empty"),
+        (b"[]", "empty"),
         (b"[" + b" " * MAX_RECORD_BYTES + b"]", "too_large"),
     ],
 )

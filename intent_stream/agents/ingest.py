@@ -1,0 +1,141 @@
+"""The ingest agent and the identity reader.
+
+``ingest`` reads raw Segment messages, lets :class:`intent_stream.ingest.IngestProcessor`
+check, normalise, de-duplicate (with Redis) and route them, then sends what it decided: event
+batches to the account-keyed topic (one record per destination partition), new identity edges
+to the compacted identity topic, rejects to the dead-letter topic.
+
+``identity-reader`` keeps this worker's identity graph in step with every other worker's: it
+reads every partition of the identity topic from the beginning, outside any consumer group.
+The ingest agent waits until it has caught up once, so a restarted worker resolves visitors
+exactly as before its restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from intent_stream.agents.deadletters import send_dead_letters
+from intent_stream.identity import IdentityEdge
+from intent_stream.readmodel import identity_key
+
+if TYPE_CHECKING:
+    from intent_stream.app import Engine
+    from intent_stream.ingest import IngestResult
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+#: Sweep the pending-visitor table for expired visitors every this many raw records.
+_SWEEP_EVERY = 5000
+
+
+def register(engine: Engine) -> None:
+    app, topics, metrics = engine.app, engine.topics, engine.metrics
+    processor, dedup = engine.ingest, engine.dedup
+    identity_ready = asyncio.Event()
+
+    @app.agent(topics.raw, name="ingest")  # type: ignore[untyped-decorator]
+    async def ingest(stream: Any) -> None:
+        await identity_ready.wait()
+        records = 0
+        async for event in stream.events():
+            message = event.message
+            checked = processor.check(event.value, received_at=message.timestamp or time.time())
+            source = f"{message.partition}:{message.offset}"
+            duplicates = await dedup.duplicates(
+                [m.message_id for m in checked.messages], source=source
+            )
+            result = processor.route(
+                checked.messages,
+                pending=engine.pending,
+                partition=message.partition,
+                offset=message.offset,
+                duplicates=duplicates,
+            )
+            await _send(engine, result, message)
+            await send_dead_letters(engine, checked.dead_letters, message)
+            metrics.ingest_records.inc()
+            records += 1
+            if records % _SWEEP_EVERY == 0 and checked.messages:
+                expired = processor.sweep(engine.pending, now=checked.messages[-1].ts)
+                metrics.pending_events.labels(outcome="expired").inc(expired)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def identity_reader() -> None:
+        await _read_identity(engine, identity_ready)
+
+
+async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
+    metrics, topics = engine.metrics, engine.topics
+    src = [message.partition, message.offset]
+    for partition, events in result.forwards.items():
+        key = events[0]["context"]["groupId"]
+        await topics.events.send(
+            key=key.encode(),
+            value=orjson.dumps({"src": src, "batch": events}),
+            partition=partition,
+        )
+        metrics.ingest_forwarded.inc()
+    graph, prefix = engine.ingest.graph, engine.settings.redis_prefix
+    for edge in result.edges:
+        await topics.identity.send(key=edge.key.encode(), value=edge.to_bytes())
+        metrics.identity_edges.labels(kind=edge.kind).inc()
+        for node in (edge.node, edge.target if edge.kind == "person" else None):
+            if node is not None:
+                snapshot = orjson.dumps(graph.describe(node))
+                engine.read_model.put(identity_key(prefix, node), snapshot)
+    for kind, n in result.accepted.items():
+        metrics.ingest_messages.labels(type=kind).inc(n)
+    if result.duplicates:
+        metrics.ingest_duplicates.inc(result.duplicates)
+    for outcome in ("pended", "released", "expired"):
+        n = getattr(result, outcome)
+        if n:
+            metrics.pending_events.labels(outcome=outcome).inc(n)
+    if result.edges:
+        metrics.identity_nodes.set(len(graph))
+
+
+async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
+    """Apply every identity edge of every partition to the local graph, forever."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    settings = engine.settings
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.split(","),
+        client_id=f"{settings.app_id}-identity-reader",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        topic = settings.identity_topic
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        # End offsets are a lower bound on some brokers (see KAFKA_NOTES): being caught up
+        # also requires a poll that returns nothing new.
+        ends = await consumer.end_offsets(partitions)
+        applied = 0
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    edge = IdentityEdge.from_bytes(record.key or b"", record.value)
+                    applied += engine.ingest.graph.apply(edge)
+            if not ready.is_set():
+                positions = {tp: await consumer.position(tp) for tp in partitions}
+                if not batches and all(positions[tp] >= ends[tp] for tp in partitions):
+                    engine.metrics.identity_nodes.set(len(engine.ingest.graph))
+                    logger.info("identity graph loaded: %d edge(s) applied", applied)
+                    ready.set()
+    finally:
+        await consumer.stop()

@@ -1,0 +1,104 @@
+"""De-duplication of Segment messages by ``messageId``, shared by every ingest worker via Redis.
+
+A tracker that retries a request sends the same ``messageId`` again, possibly to another
+partition; we keep each id in Redis for ``window`` seconds with the raw record (partition and
+offset) that first carried it. A message is a duplicate when its id is known *from another
+record*: the same record replayed after a crash (at-least-once delivery) is recognised as
+itself and its messages go through again, so a crash never loses them.
+
+Redis being down must not stop ingestion: de-duplication then fails open (every message passes)
+and the failures are counted; the scoring stage's replay guard still prevents double counting
+of replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["MessageDeduplicator", "dedup_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def dedup_key(prefix: str, message_id: str) -> str:
+    """
+    >>> dedup_key("intent:", "m-1")
+    'intent:msgid:m-1'
+    """
+    return f"{prefix}msgid:{message_id}"
+
+
+class MessageDeduplicator:
+    """Asks Redis, once per record, which of its message ids were already seen elsewhere."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        window: float,
+        on_error: Callable[[], None] = lambda: None,
+        max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.window = window
+        self.on_error = on_error
+        self.max_backoff = max_backoff
+        self.clock = clock
+        self._failures = 0
+        self._retry_at = 0.0
+
+    async def duplicates(self, message_ids: Sequence[str | None], *, source: str) -> frozenset[int]:
+        """Indexes of ``message_ids`` first seen in a record other than ``source``.
+
+        Repeats inside the same record count too (the first one wins). While Redis is failing,
+        only those in-record repeats are found, and Redis is retried with back-off.
+        """
+        found: set[int] = set()
+        first: dict[str, int] = {}
+        for index, mid in enumerate(message_ids):
+            if mid is None:
+                continue
+            if mid in first:
+                found.add(index)
+            else:
+                first[mid] = index
+        if not first or self.window <= 0 or self.clock() < self._retry_at:
+            return frozenset(found)
+        pipe = self.client.pipeline(transaction=False)
+        ttl = max(1, int(self.window))
+        for mid in first:
+            key = dedup_key(self.prefix, mid)
+            pipe.set(key, source, nx=True, ex=ttl)
+            pipe.get(key)
+        try:
+            replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return frozenset(found)
+        if self._failures:
+            logger.info("message de-duplication recovered after %d failures", self._failures)
+            self._failures = 0
+        own = source.encode()
+        for index, seen_in in zip(first.values(), replies[1::2], strict=True):
+            if seen_in is not None and seen_in != own:
+                found.add(index)
+        return frozenset(found)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self.on_error()
+        self._retry_at = self.clock() + min(self.max_backoff, 0.25 * 2**self._failures)
+        if self._failures == 1:
+            logger.warning(
+                "message de-duplication unavailable (%s): letting messages through and "
+                "retrying Redis with back-off",
+                type(exc).__name__,
+            )

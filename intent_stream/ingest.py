@@ -1,0 +1,274 @@
+"""What the ingest agent does with one raw record, as plain code.
+
+Trackers publish Segment-spec messages to the raw topic. For each record
+:class:`IngestProcessor`:
+
+1. **checks** every message (:func:`intent_stream.events.check_message`) and **normalises** it:
+   event time by Segment's rule, lower-cased emails, person ids pseudonymised with a keyed HMAC
+   when configured (:meth:`IngestProcessor.check`);
+2. after the agent has asked Redis which ``messageId`` values were already seen
+   (:mod:`intent_stream.dedup`), **routes** the rest (:meth:`IngestProcessor.route`): the
+   identity graph learns from each message and names its account; messages with an account go
+   to the account-keyed event topic, grouped by destination partition so that one record
+   carries many events; messages of a visitor nobody has identified yet wait in the
+   ``pending`` table and are released, with their account, when the visitor is identified
+   (within the look-back).
+
+Forwarded records carry ``src``: the raw partition and offset they came from. The scoring
+stage keeps, per account, the last source offset applied, so replaying raw records after a
+crash (at-least-once) never applies an event twice.
+
+>>> from intent_stream.identity import IdentityGraph, Pseudonymiser
+>>> p = IngestProcessor(graph=IdentityGraph(), pseudonymiser=Pseudonymiser(b""), partitions=4)
+>>> checked = p.check(b'[{"type": "page", "anonymousId": "c1", "timestamp": 1767225600000},'
+...                   b' {"type": "identify", "anonymousId": "c1", "userId": "u1",'
+...                   b'  "traits": {"email": "ann@acme.com"}, "timestamp": 1767225660000},'
+...                   b' {"type": "track"}]', received_at=1767225700.0)
+>>> len(checked.messages), [d.reason for d in checked.dead_letters]
+(2, ['missing_id'])
+>>> pending = {}
+>>> r = p.route(checked.messages[:1], pending=pending, partition=0, offset=7)
+>>> r.pended, r.forwards
+(1, {})
+>>> r = p.route(checked.messages[1:], pending=pending, partition=0, offset=8)
+>>> r.released, [e["context"]["groupId"] for batch in r.forwards.values() for e in batch]
+(1, ['acme.com', 'acme.com'])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from intent_stream.events import Rejected, check_message, decode_record, event_time
+from intent_stream.identity import IdentityEdge, IdentityGraph, Pseudonymiser, node_of
+from intent_stream.pipeline import DeadLetter, dump_event, iso
+from intent_stream.topics import partition_for
+
+__all__ = ["CheckedRecord", "IngestProcessor", "IngestResult", "Message"]
+
+_PERSON_FIELDS = ("userId", "anonymousId", "previousId")
+
+
+@dataclass(slots=True)
+class Message:
+    """A checked, normalised message and its event time (epoch seconds)."""
+
+    body: dict[str, Any]
+    ts: float
+
+    @property
+    def message_id(self) -> str | None:
+        value = self.body.get("messageId")
+        return value if isinstance(value, str) and value else None
+
+
+@dataclass(slots=True)
+class CheckedRecord:
+    """The valid messages of a raw record, and what was rejected."""
+
+    messages: list[Message] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What routing one record produced: forwards by destination partition, and the rest."""
+
+    forwards: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    edges: list[IdentityEdge] = field(default_factory=list)
+    accepted: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    pended: int = 0
+    released: int = 0
+    expired: int = 0
+    skipped: int = 0
+
+
+class IngestProcessor:
+    """Checks, normalises, resolves and routes raw Segment messages.
+
+    ``graph`` is this worker's identity graph (shared with the identity-topic reader);
+    ``partitions`` is the event topic's partition count; ``lookback`` bounds how old a
+    visitor's anonymous activity may be and still be attributed at identification;
+    ``pending_max`` bounds how many events one visitor may keep waiting.
+    """
+
+    def __init__(
+        self,
+        *,
+        graph: IdentityGraph,
+        pseudonymiser: Pseudonymiser,
+        partitions: int,
+        lookback: float = 30 * 86400.0,
+        pending_max: int = 200,
+    ) -> None:
+        self.graph = graph
+        self.pseudonymiser = pseudonymiser
+        self.partitions = partitions
+        self.lookback = lookback
+        self.pending_max = pending_max
+
+    def check(self, value: bytes | None, *, received_at: float) -> CheckedRecord:
+        """Decode, check and normalise a raw record's messages."""
+        out = CheckedRecord()
+        try:
+            raw_messages, _ = decode_record(value)
+        except Rejected as exc:
+            out.dead_letters.append(DeadLetter(exc.reason, exc.detail, value))
+            return out
+        big = value is not None and len(value) > 32_000
+        for raw in raw_messages:
+            try:
+                body = check_message(raw, check_size=big)
+                ts = event_time(body, received_at=received_at)
+            except Rejected as exc:
+                out.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
+                continue
+            out.messages.append(Message(self._normalise(body, ts, received_at), ts))
+        return out
+
+    def _normalise(self, body: dict[str, Any], ts: float, received_at: float) -> dict[str, Any]:
+        body = dict(body)
+        body["timestamp"] = iso(ts)
+        body.setdefault("receivedAt", iso(received_at))
+        pseudo = self.pseudonymiser
+        for name in _PERSON_FIELDS:
+            value = body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = body[name] = str(value)
+            if pseudo.enabled and isinstance(value, str):
+                body[name] = pseudo.person(value)
+        for holder in (body, body.get("context")):
+            if not isinstance(holder, dict):
+                continue
+            for key in ("traits", "properties"):
+                traits = holder.get(key)
+                if isinstance(traits, dict) and isinstance(traits.get("email"), str):
+                    email = traits["email"].strip().lower()
+                    holder[key] = {**traits, "email": pseudo.email(email)}
+        return body
+
+    def route(
+        self,
+        messages: list[Message],
+        *,
+        pending: MutableMapping[str, Any],
+        partition: int,
+        offset: int,
+        duplicates: frozenset[int] = frozenset(),
+    ) -> IngestResult:
+        """Resolve each message's account and decide where it goes.
+
+        ``duplicates`` holds the indexes of messages already seen (by ``messageId``); they are
+        dropped. ``pending`` maps a visitor node to the events waiting for its account.
+        """
+        result = IngestResult()
+        for index, message in enumerate(messages):
+            if index in duplicates:
+                result.duplicates += 1
+                continue
+            body = message.body
+            result.edges += self.graph.observe(body, ts=message.ts)
+            user = _opt_str(body.get("userId"))
+            anon = _opt_str(body.get("anonymousId"))
+            account = self.graph.resolve(user_id=user, anonymous_id=anon)
+            result.accepted[str(body["type"])] += 1
+            if account is None:
+                self._pend(
+                    pending,
+                    node_of("anon", anon) if anon else node_of("user", user or ""),
+                    message,
+                    partition,
+                    offset,
+                    result,
+                )
+                continue
+            for node in _nodes(user, anon):
+                if node in pending:
+                    self._release(pending, node, account, message.ts, result)
+            self._forward(result, account, body)
+        return result
+
+    def _forward(self, result: IngestResult, account: str, body: dict[str, Any]) -> None:
+        context = body.get("context")
+        context = dict(context) if isinstance(context, dict) else {}
+        context["groupId"] = account
+        out = {**body, "context": context}
+        result.forwards.setdefault(partition_for(account, self.partitions), []).append(out)
+
+    def _pend(
+        self,
+        pending: MutableMapping[str, Any],
+        node: str,
+        message: Message,
+        partition: int,
+        offset: int,
+        result: IngestResult,
+    ) -> None:
+        entry = pending.get(node)
+        if entry is not None:
+            last_partition, last_offset = entry["off"]
+            if last_partition == partition and offset <= last_offset:
+                result.skipped += 1  # this record was already applied (replay)
+                return
+            waiting = [e for e in entry["events"] if e[0] >= message.ts - self.lookback]
+            result.expired += len(entry["events"]) - len(waiting)
+        else:
+            waiting = []
+        if self.pending_max <= 0:
+            result.expired += 1
+            return
+        waiting.append([message.ts, message.body])
+        if len(waiting) > self.pending_max:
+            result.expired += len(waiting) - self.pending_max
+            waiting = waiting[-self.pending_max :]
+        pending[node] = {"off": [partition, offset], "events": waiting}
+        result.pended += 1
+
+    def _release(
+        self,
+        pending: MutableMapping[str, Any],
+        node: str,
+        account: str,
+        now: float,
+        result: IngestResult,
+    ) -> None:
+        entry = pending.pop(node)
+        for ts, body in entry["events"]:
+            if ts >= now - self.lookback:
+                self._forward(result, account, body)
+                result.released += 1
+            else:
+                result.expired += 1
+
+    def sweep(self, pending: MutableMapping[str, Any], *, now: float, limit: int = 1000) -> int:
+        """Drop up to ``limit`` visitors whose newest waiting event is older than the
+        look-back at event time ``now``; return how many events were dropped."""
+        dropped = 0
+        stale = []
+        for node, entry in pending.items():
+            events = entry["events"]
+            if not events or events[-1][0] < now - self.lookback:
+                stale.append((node, len(events)))
+                if len(stale) >= limit:
+                    break
+        for node, n in stale:
+            del pending[node]
+            dropped += n
+        return dropped
+
+
+def _nodes(user: str | None, anon: str | None) -> list[str]:
+    nodes = []
+    if anon is not None:
+        nodes.append(node_of("anon", anon))
+    if user is not None:
+        nodes.append(node_of("user", user))
+    return nodes
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from intent_stream.identity import IdentityGraph, Pseudonymiser
+from intent_stream.ingest import IngestProcessor
+
+T0 = 1_767_225_600.0  # 2026-01-01
+DAY = 86400.0
+
+
+def _processor(**kw) -> IngestProcessor:
+    options = {"partitions": 4, "lookback": 7 * DAY, "pending_max": 3, **kw}
+    return IngestProcessor(graph=IdentityGraph(), pseudonymiser=Pseudonymiser(b""), **options)
+
+
+def _page(ts: float, **fields) -> dict:
+    return {"type": "page", "timestamp": int(ts * 1000), "properties": {"path": "/x"}, **fields}
+
+
+def _route(p: IngestProcessor, events: list[dict], pending: dict, offset: int, partition=0):
+    checked = p.check(orjson.dumps(events), received_at=T0 + 30 * DAY)
+    assert not checked.dead_letters
+    return p.route(checked.messages, pending=pending, partition=partition, offset=offset)
+
+
+def test_event_time_is_normalised_and_emails_lower_cased():
+    p = _processor()
+    checked = p.check(
+        orjson.dumps(
+            {
+                "type": "identify",
+                "userId": 42,
+                "originalTimestamp": "2026-01-01T00:00:00Z",
+                "sentAt": "2026-01-01T00:01:00Z",
+                "traits": {"email": " Ann@ACME.com "},
+            }
+        ),
+        received_at=T0 + 90,
+    )
+    body = checked.messages[0].body
+    assert body["timestamp"] == "2026-01-01T00:00:30.000Z"  # received - (sent - original)
+    assert body["userId"] == "42"
+    assert body["traits"]["email"] == "ann@acme.com"
+
+
+def test_person_ids_are_pseudonymised_when_a_key_is_set():
+    p = IngestProcessor(graph=IdentityGraph(), pseudonymiser=Pseudonymiser(b"k"), partitions=4)
+    checked = p.check(
+        orjson.dumps(_page(T0, userId="u1", anonymousId="c1", context={"groupId": "a"})),
+        received_at=T0,
+    )
+    body = checked.messages[0].body
+    assert body["userId"] != "u1"
+    assert body["anonymousId"] != "c1"
+    assert len(body["userId"]) == 32
+
+
+def test_pending_events_are_released_within_the_lookback_only():
+    p = _processor()
+    pending: dict = {}
+    _route(p, [_page(T0, anonymousId="c1")], pending, 1)
+    _route(p, [_page(T0 + 6 * DAY, anonymousId="c1")], pending, 2)
+    assert len(pending["anon:c1"]["events"]) == 2
+    result = _route(
+        p,
+        [_page(T0 + 8 * DAY, anonymousId="c1", userId="u1", context={"groupId": "acme"})],
+        pending,
+        3,
+    )
+    # The first page is 8 days old at identification: outside the 7-day look-back.
+    assert (result.released, result.expired) == (1, 1)
+    assert sum(len(v) for v in result.forwards.values()) == 2
+    assert pending == {}
+
+
+def test_a_replayed_record_is_not_pended_twice_and_the_buffer_is_bounded():
+    p = _processor()
+    pending: dict = {}
+    for offset in range(5):
+        _route(p, [_page(T0 + offset, anonymousId="c1")], pending, offset)
+    replay = _route(p, [_page(T0 + 4, anonymousId="c1")], pending, 4)
+    assert replay.skipped == 1
+    assert len(pending["anon:c1"]["events"]) == 3  # pending_max
+
+
+def test_duplicates_are_dropped_and_events_grouped_by_destination_partition():
+    p = _processor(partitions=8)
+    events = [_page(T0 + i, userId=f"u{i}", context={"groupId": f"acct{i}"}) for i in range(20)]
+    checked = p.check(orjson.dumps(events), received_at=T0)
+    result = p.route(
+        checked.messages, pending={}, partition=0, offset=0, duplicates=frozenset({0, 1})
+    )
+    assert result.duplicates == 2
+    forwarded = [e for batch in result.forwards.values() for e in batch]
+    assert len(forwarded) == 18
+    from intent_stream.topics import partition_for
+
+    for partition, batch in result.forwards.items():
+        assert all(partition_for(e["context"]["groupId"], 8) == partition for e in batch)
+
+
+def test_sweep_drops_visitors_idle_for_longer_than_the_lookback():
+    p = _processor()
+    pending: dict = {}
+    _route(p, [_page(T0, anonymousId="old")], pending, 1)
+    _route(p, [_page(T0 + 10 * DAY, anonymousId="new")], pending, 2)
+    assert p.sweep(pending, now=T0 + 10 * DAY) == 1
+    assert list(pending) == ["anon:new"]
+
+
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+json_values = st.recursive(
+    st.none() | st.booleans() | ints | st.floats() | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+segmentish = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["page", "track", "identify", "group", "alias", "screen", "x"]),
+        "userId": st.one_of(st.text(max_size=300), ints, json_values),
+        "anonymousId": st.one_of(st.text(max_size=5), json_values),
+        "event": st.one_of(st.text(max_size=250), json_values),
+        "timestamp": st.one_of(ints, st.text(max_size=30), json_values),
+        "context": json_values,
+        "traits": json_values,
+        "groupId": json_values,
+        "previousId": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        json_values.map(orjson.dumps),
+        st.lists(segmentish, max_size=5).map(orjson.dumps),
+        segmentish.map(orjson.dumps),
+    )
+)
+def test_any_bytes_are_either_routed_or_dead_lettered_never_raised(value):
+    p = _processor()
+    checked = p.check(value, received_at=T0)
+    result = p.route(checked.messages, pending={}, partition=0, offset=0)
+    assert checked.messages or checked.dead_letters
+    assert all(d.reason and d.detail for d in checked.dead_letters)
+    routed = sum(len(b) for b in result.forwards.values()) + result.pended
+    assert routed == len(checked.messages)
