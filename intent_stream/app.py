@@ -116,6 +116,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         partitions=settings.partitions,
         lookback=settings.identity_lookback,
         pending_max=settings.pending_max_events,
+        max_skew=settings.max_clock_skew,
     )
     dedup = MessageDeduplicator(
         client,

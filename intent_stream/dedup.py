@@ -24,6 +24,20 @@ __all__ = ["MessageDeduplicator", "dedup_key"]
 
 logger = logging.getLogger(__name__)
 
+# One round trip and one command per record, whatever its size: for each id, claim it for
+# this record (SET NX EX) or, if it is taken, report it unless this same record took it.
+_CLAIM = """
+local dups = {}
+for i, key in ipairs(KEYS) do
+  if not redis.call('SET', key, ARGV[1], 'NX', 'EX', ARGV[2]) then
+    if redis.call('GET', key) ~= ARGV[1] then
+      dups[#dups + 1] = i - 1
+    end
+  end
+end
+return dups
+"""
+
 
 def dedup_key(prefix: str, message_id: str) -> str:
     """
@@ -54,6 +68,7 @@ class MessageDeduplicator:
         self.clock = clock
         self._failures = 0
         self._retry_at = 0.0
+        self._claim = client.register_script(_CLAIM)
 
     async def duplicates(self, message_ids: Sequence[str | None], *, source: str) -> frozenset[int]:
         """Indexes of ``message_ids`` first seen in a record other than ``source``.
@@ -72,24 +87,17 @@ class MessageDeduplicator:
                 first[mid] = index
         if not first or self.window <= 0 or self.clock() < self._retry_at:
             return frozenset(found)
-        pipe = self.client.pipeline(transaction=False)
-        ttl = max(1, int(self.window))
-        for mid in first:
-            key = dedup_key(self.prefix, mid)
-            pipe.set(key, source, nx=True, ex=ttl)
-            pipe.get(key)
+        keys = [dedup_key(self.prefix, mid) for mid in first]
         try:
-            replies = await pipe.execute()
+            taken = await self._claim(keys=keys, args=[source, max(1, int(self.window))])
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return frozenset(found)
         if self._failures:
             logger.info("message de-duplication recovered after %d failures", self._failures)
             self._failures = 0
-        own = source.encode()
-        for index, seen_in in zip(first.values(), replies[1::2], strict=True):
-            if seen_in is not None and seen_in != own:
-                found.add(index)
+        indexes = list(first.values())
+        found.update(indexes[i] for i in taken)
         return frozenset(found)
 
     def _failed(self, exc: BaseException) -> None:

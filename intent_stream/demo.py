@@ -40,6 +40,8 @@ class DemoOptions:
     rate: float = 1500.0
     seed: int = 42
     days_per_cohort: float = 90.0
+    #: Half the anonymous visitors arrive without an account: identity resolution finds it.
+    reveal_share: float = 0.5
 
 
 @dataclass
@@ -62,6 +64,7 @@ def _cohorts(options: DemoOptions) -> Iterator[dict[str, Any]]:
             days=options.days_per_cohort,
             seed=options.seed + cohort,
             start=start + timedelta(days=options.days_per_cohort * cohort),
+            reveal_share=options.reveal_share,
         )
         yield from simulate(config)
         cohort += 1
@@ -70,8 +73,11 @@ def _cohorts(options: DemoOptions) -> Iterator[dict[str, Any]]:
 def _produce(
     settings: Settings, options: DemoOptions, counters: _Counters, stop: threading.Event
 ) -> None:
-    """Publish events at ``options.rate``, one record per account per tick (a JSON array)."""
+    """Publish events to the raw topic at ``options.rate`` as a tracker would: one record per
+    visitor partition per tick, holding a Segment batch."""
     from kafka import KafkaProducer
+
+    from intent_stream.topics import partition_for
 
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka.split(","), linger_ms=5, client_id="intent-demo"
@@ -82,13 +88,17 @@ def _produce(
     try:
         next_tick = time.monotonic()
         while not stop.is_set():
-            by_account: dict[str, list[dict[str, Any]]] = {}
+            by_partition: dict[int, list[dict[str, Any]]] = {}
             for _ in range(per_tick):
                 event = next(events)
-                by_account.setdefault(event["context"]["groupId"], []).append(event)
-            for account_id, batch in by_account.items():
+                visitor = event.get("anonymousId") or event["userId"]
+                partition = partition_for(visitor, settings.partitions)
+                by_partition.setdefault(partition, []).append(event)
+            for partition, batch in by_partition.items():
                 producer.send(
-                    settings.events_topic, key=account_id.encode(), value=orjson.dumps(batch)
+                    settings.raw_topic,
+                    value=orjson.dumps({"batch": batch}),
+                    partition=partition,
                 )
             with counters.lock:
                 counters.sent += per_tick
@@ -202,6 +212,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             redis=endpoints.redis_url if settings.redis_embedded else None,
             web_port=web_port,
             data_dir=str(stack.workdir / "worker-data"),
+            # Simulated time runs far faster than the wall clock: later cohorts are "future".
+            max_clock_skew=0.0,
         )
         ensure_topics(settings)
         log_path = stack.workdir / "worker.log"

@@ -273,13 +273,16 @@ def check_message(obj: Any, *, check_size: bool = False) -> dict[str, Any]:
     return obj
 
 
-def event_time(obj: dict[str, Any], *, received_at: float) -> float:
+def event_time(
+    obj: dict[str, Any], *, received_at: float, max_skew: float = MAX_FUTURE_SKEW_S
+) -> float:
     """When an event happened, by Segment's rule, in epoch seconds.
 
     An explicit ``timestamp`` wins; otherwise ``receivedAt - (sentAt - originalTimestamp)``,
     which corrects the sender's clock skew; otherwise ``originalTimestamp``; otherwise the
-    arrival time (``receivedAt`` in the message, else ``received_at``). Times more than a day
-    after arrival, or before 2000, raise :class:`Rejected`.
+    arrival time (``receivedAt`` in the message, else ``received_at``). Times more than
+    ``max_skew`` seconds after arrival (unless it is 0), or before 2000, raise
+    :class:`Rejected`.
 
     >>> event_time({"originalTimestamp": "2026-01-01T00:00:00Z",
     ...             "sentAt": "2026-01-01T00:00:10Z"}, received_at=1767225605.0)
@@ -303,8 +306,12 @@ def event_time(obj: dict[str, Any], *, received_at: float) -> float:
         ts, name = parse_timestamp(original, field="originalTimestamp"), "originalTimestamp"
     else:
         ts, name = received, "receivedAt"
-    if ts > received + MAX_FUTURE_SKEW_S:
-        raise Rejected("bad_timestamp", f"{name} is more than a day in the future", field=name)
+    if max_skew and ts > received + max_skew:
+        raise Rejected(
+            "bad_timestamp",
+            f"{name} is more than {max_skew:.0f}s after the event arrived",
+            field=name,
+        )
     if ts < MIN_EVENT_TIME:
         raise Rejected("bad_timestamp", f"{name} is before the year 2000", field=name)
     return ts

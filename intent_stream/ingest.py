@@ -93,7 +93,8 @@ class IngestProcessor:
     ``graph`` is this worker's identity graph (shared with the identity-topic reader);
     ``partitions`` is the event topic's partition count; ``lookback`` bounds how old a
     visitor's anonymous activity may be and still be attributed at identification;
-    ``pending_max`` bounds how many events one visitor may keep waiting.
+    ``pending_max`` bounds how many events one visitor may keep waiting; events stamped more
+    than ``max_skew`` seconds after their arrival are rejected (0 accepts any future time).
     """
 
     def __init__(
@@ -104,12 +105,14 @@ class IngestProcessor:
         partitions: int,
         lookback: float = 30 * 86400.0,
         pending_max: int = 200,
+        max_skew: float = 86400.0,
     ) -> None:
         self.graph = graph
         self.pseudonymiser = pseudonymiser
         self.partitions = partitions
         self.lookback = lookback
         self.pending_max = pending_max
+        self.max_skew = max_skew
 
     def check(self, value: bytes | None, *, received_at: float) -> CheckedRecord:
         """Decode, check and normalise a raw record's messages."""
@@ -123,7 +126,7 @@ class IngestProcessor:
         for raw in raw_messages:
             try:
                 body = check_message(raw, check_size=big)
-                ts = event_time(body, received_at=received_at)
+                ts = event_time(body, received_at=received_at, max_skew=self.max_skew)
             except Rejected as exc:
                 out.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
                 continue

@@ -144,6 +144,12 @@ class Settings:
         "the visitor is identified.",
         group="ingest",
     )
+    max_clock_skew: float = _opt(
+        86400.0,
+        "Events stamped more than this many seconds after they arrived are rejected as "
+        "bad_timestamp (0 accepts any future time, e.g. for replays of simulated data).",
+        group="ingest",
+    )
     pending_max_events: int = _opt(
         200,
         "Most events kept per anonymous visitor while waiting for identification.",
@@ -286,6 +292,8 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('collector_port')} must be a TCP port (got {s.collector_port})"
     if s.dedup_window < 0:
         yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
+    if s.max_clock_skew < 0:
+        yield f"{env_name('max_clock_skew')} must be 0 or more (got {s.max_clock_skew})"
     if s.pending_max_events < 0:
         yield f"{env_name('pending_max_events')} must be 0 or more (got {s.pending_max_events})"
     if s.max_body_bytes < 1024:

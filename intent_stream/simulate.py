@@ -63,6 +63,7 @@ import itertools
 import logging
 import math
 import random
+import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -140,6 +141,11 @@ class SimulationConfig:
         ``None`` means 2026-01-01T00:00:00Z.
     buyer_share : float
         Expected share of accounts that enter an active buying journey.
+    reveal_share : float
+        Share of anonymous visitors whose events carry their account in ``context.groupId``
+        before they are identified, as reverse-IP enrichment would give; the others' events
+        carry no account until the visitor is identified (the engine's identity resolution
+        then attributes them). Chosen per cookie, without touching the random stream.
 
     >>> SimulationConfig(accounts=5).start_ms
     1767225600000
@@ -154,6 +160,7 @@ class SimulationConfig:
     seed: int = 42
     start: datetime | None = None
     buyer_share: float = 0.25
+    reveal_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.accounts < 0:
@@ -162,6 +169,8 @@ class SimulationConfig:
             raise ValueError("days must be positive")
         if not 0.0 <= self.buyer_share <= 1.0:
             raise ValueError("buyer_share must be between 0 and 1")
+        if not 0.0 <= self.reveal_share <= 1.0:
+            raise ValueError("reveal_share must be between 0 and 1")
         if self.start is not None and self.start.tzinfo is None:
             object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
 
@@ -943,6 +952,7 @@ class _Simulator:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
+        self._reveal_below = config.reveal_share * 2**32
         self.end = config.end_ms
         self._random = self.rng.random
         self._seq = itertools.count()
@@ -1108,11 +1118,14 @@ class _Simulator:
             }
             context["traits"] = {"email": person.email}
         else:
+            anonymous_id = person.cookies[cookie]
+            if zlib.crc32(anonymous_id.encode()) >= self._reveal_below:
+                del context["groupId"]
             event = {
                 "type": kind,
                 "messageId": "",
                 "timestamp": "",
-                "anonymousId": person.cookies[cookie],
+                "anonymousId": anonymous_id,
                 "context": context,
             }
         return event
@@ -1545,7 +1558,8 @@ def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
     ------
     dict
         One JSON-serialisable Segment event (``identify``, ``track``, ``page`` or ``group``)
-        with a unique ``messageId`` (``sim-{seed}-{n}``) and ``context.groupId``.
+        with a unique ``messageId`` (``sim-{seed}-{n}``) and ``context.groupId`` (except
+        for unidentified visitors that ``reveal_share`` leaves anonymous).
 
     >>> events = simulate(SimulationConfig(accounts=50, days=14, seed=3))
     >>> first = next(events)

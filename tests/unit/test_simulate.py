@@ -291,3 +291,17 @@ def test_write_jsonl_round_trips(tmp_path):
     for row in expected:
         row["stages"] = [list(stage) for stage in row["stages"]]
     assert truth_rows == expected
+
+
+def test_reveal_share_hides_the_account_of_unidentified_visitors_only():
+    from intent_stream.simulate import SimulationConfig, simulate
+
+    full = list(simulate(SimulationConfig(accounts=40, days=20, seed=5)))
+    half = list(simulate(SimulationConfig(accounts=40, days=20, seed=5, reveal_share=0.5)))
+    assert len(full) == len(half)  # the random stream is untouched
+    hidden = [e for e in half if "groupId" not in e["context"]]
+    assert hidden
+    assert all("userId" not in e and e["type"] != "group" for e in hidden)
+    cookies = {e["anonymousId"] for e in hidden}
+    visible = {e["anonymousId"] for e in half if "anonymousId" in e and "userId" not in e} - cookies
+    assert visible  # chosen per cookie: some visitors stay revealed
