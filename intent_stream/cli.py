@@ -22,6 +22,7 @@ commands:
             and show hot-lead alerts as sales would receive them
   worker    run the scoring worker against a broker and Redis (production, docker-compose)
   topics    create (or check) every topic the engine needs, with its partition count
+  identity  show a person's, cookie's or account's identity graph (from Redis)
   settings  print the effective settings (secrets masked), or the README table
 
 Settings come from flags, then INTENT_STREAM_* environment variables, then defaults.
@@ -104,6 +105,59 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_identity(args: argparse.Namespace) -> int:
+    import orjson
+    import redis
+
+    from intent_stream.identity import Pseudonymiser, node_of
+    from intent_stream.readmodel import identity_key
+
+    settings = _settings(args)
+    if settings.redis_embedded:
+        print("identity: give the worker's Redis with --redis URL (or INTENT_STREAM_REDIS)")
+        return 2
+    pseudo = Pseudonymiser(settings.pseudonymise_key.encode())
+    ids = [args.id] + ([pseudo.person(args.id)] if pseudo.enabled else [])
+    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    try:
+        found = []
+        for value in ids:
+            for kind in ("user", "anon"):
+                raw = client.get(identity_key(settings.redis_prefix, node_of(kind, value)))
+                if raw:
+                    found.append(orjson.loads(raw))
+        members = []
+        if not found:
+            # Not a person or cookie: list the people and cookies of the account ``id``.
+            pattern = identity_key(settings.redis_prefix, "*")
+            for key in client.scan_iter(match=pattern, count=1000):
+                raw = client.get(key)
+                doc = orjson.loads(raw) if raw else None
+                if doc and doc.get("account") == args.id:
+                    members.append(doc)
+    finally:
+        client.close()
+    if args.json:
+        print(orjson.dumps({"id": args.id, "nodes": found, "members": members}).decode())
+        return 0 if found or members else 1
+    for doc in found:
+        account = doc["account"] or "(no account yet)"
+        via = f" (evidence: {doc['via']})" if doc["via"] else ""
+        print(f"{doc['node']}: account {account}{via}")
+        if doc.get("person"):
+            print(f"  cookie of {doc['person']}")
+        if doc.get("cookies"):
+            print(f"  cookies: {', '.join(doc['cookies'])}")
+    if members:
+        print(f"account {args.id}: {len(members)} people and cookies")
+        for doc in sorted(members, key=lambda d: str(d["node"])):
+            print(f"  {doc['node']} (evidence: {doc['via']})")
+    if not found and not members:
+        print(f"identity: nothing known about {args.id!r} in {settings.redis_prefix}identity:*")
+        return 1
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.markdown:
@@ -177,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create", "list"], help="what to do")
     _add_setting_flags(topics, ["connections", "topics", "worker"])
     topics.set_defaults(func=_cmd_topics)
+
+    identity = sub.add_parser(
+        "identity",
+        help="show what the identity graph knows about a person, cookie or account",
+        description="Look up a userId, anonymousId or account id in the identity graph the "
+        "workers mirror to Redis: a person's account, the evidence for it and their cookies; "
+        "a cookie's person; an account's people and cookies. With pseudonymisation on, give "
+        "the original id: it is pseudonymised with the configured key before the lookup.",
+    )
+    identity.add_argument("action", choices=["show"], help="what to do")
+    identity.add_argument("id", help="a userId, anonymousId or account id")
+    identity.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_setting_flags(identity, ["connections", "ingest"])
+    identity.set_defaults(func=_cmd_identity)
 
     settings = sub.add_parser(
         "settings",

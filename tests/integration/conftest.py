@@ -98,7 +98,7 @@ class WorkerHandle:
         return self.log_path.read_text(errors="replace")
 
 
-def _env(settings: Settings) -> dict[str, str]:
+def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTENT_STREAM_")}
     env.update({env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()})
     return env
@@ -114,7 +114,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerHandle]]
         log_path = tmp_path / f"worker-{len(started)}.log"
         proc = spawn_child(
             [sys.executable, "-m", "intent_stream", "worker"],
-            env=_env(settings),
+            env=settings_env(settings),
             log_path=log_path,
         )
         handle = WorkerHandle(settings, proc, log_path)

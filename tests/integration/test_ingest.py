@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import uuid
 
 import orjson
@@ -13,7 +16,7 @@ from kafka import KafkaConsumer
 from intent_stream.readmodel import account_key, identity_key
 from intent_stream.topics import partition_for
 
-from .conftest import read_topic, wait_until
+from .conftest import read_topic, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +122,22 @@ def test_anonymous_visits_are_attributed_once_the_visitor_is_identified(
         assert person["cookies"] == [f"anon:{cookie}"]
     finally:
         client.close()
+
+    def show(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "intent_stream", "identity", "show", value, "--json"],
+            env={**os.environ, **settings_env(settings)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    person_view = orjson.loads(show(f"u-{tag}").stdout)
+    assert person_view["nodes"][0]["account"] == account
+    account_view = orjson.loads(show(account).stdout)
+    assert {m["node"] for m in account_view["members"]} == {f"user:u-{tag}"}
+    assert show("nobody-at-all").returncode == 1
 
 
 def _fuzz(rng: random.Random) -> bytes:
