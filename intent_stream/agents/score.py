@@ -6,24 +6,32 @@ module only moves bytes between Kafka, the table, Redis and the metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from intent_stream.metrics import Metrics
 from intent_stream.pipeline import RecordResult
+from intent_stream.scoring import IntentModel
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
 
-__all__ = ["register"]
+__all__ = ["AGENT", "observe_send", "register"]
 
 logger = logging.getLogger(__name__)
+
+#: The agent's name, also its ``agent`` label in ``intent_stream_agent_records_total``.
+AGENT = "score-accounts"
 
 
 def register(engine: Engine) -> None:
     app, topics, metrics = engine.app, engine.topics, engine.metrics
+    _observe_model(metrics, engine.processor.model)
 
-    @app.agent(topics.events, name="score-accounts")  # type: ignore[untyped-decorator]
+    @app.agent(topics.events, name=AGENT)  # type: ignore[untyped-decorator]
     async def score_accounts(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
@@ -34,8 +42,12 @@ def register(engine: Engine) -> None:
                 offset=message.offset,
             )
             await _publish(engine, result, message)
+            now = time.time()
             metrics.records_processed.inc()
-            metrics.record_latency.observe(max(0.0, time.time() - message.timestamp))
+            metrics.agent_records.labels(agent=AGENT).inc()
+            metrics.record_latency.observe(max(0.0, now - message.timestamp))
+            for view in result.snapshots.values():
+                metrics.score_latency.observe(max(0.0, now - view.event_time))
 
     @app.timer(engine.settings.redis_flush_interval)  # type: ignore[untyped-decorator]
     async def flush_read_model() -> None:
@@ -47,27 +59,89 @@ def register(engine: Engine) -> None:
         await engine.read_model.flush()
 
 
+async def observe_send(
+    send: Awaitable[Any],
+    *,
+    metrics: Metrics,
+    topic: str,
+    on_delivered: Callable[[], None] | None = None,
+) -> None:
+    """Await ``send`` and count its failure in ``intent_stream_produce_errors_total{topic}``.
+
+    Faust's ``send`` returns the producer's delivery future (or, with publish-on-commit, the
+    attached message's future): a broker error surfaces there later, not as an exception
+    here, so a done-callback counts it and calls ``on_delivered`` on success. An exception
+    raised while sending is counted and logged but not re-raised: a crashing Faust agent
+    can commit offsets past records it never processed (see KAFKA_NOTES), which loses more
+    than the one message that failed.
+    """
+    try:
+        pending = await send
+    except Exception as exc:
+        metrics.produce_errors.labels(topic=topic).inc()
+        logger.error("send to the %s topic failed: %s", topic, type(exc).__name__)
+        return
+    if not asyncio.isfuture(pending):
+        if on_delivered is not None:
+            on_delivered()
+        return
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            metrics.produce_errors.labels(topic=topic).inc()
+            logger.error(
+                "delivery to the %s topic failed: %s",
+                topic,
+                type(exc).__name__ if exc is not None else "cancelled",
+            )
+        elif on_delivered is not None:
+            on_delivered()
+
+    pending.add_done_callback(done)
+
+
+def _observe_model(metrics: Metrics, model: IntentModel) -> None:
+    metrics.model_labels.labels(polarity="positive").set(model.n_positive)
+    metrics.model_labels.labels(polarity="negative").set(model.n_labels - model.n_positive)
+    metrics.model_blend.set(model.blend)
+
+
 async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
     metrics, topics = engine.metrics, engine.topics
     for alert in result.alerts:
-        await topics.alerts.send(
-            key=alert.account_id.encode(),
-            value=alert.value,
-            headers=[("alert_id", alert.alert_id.encode())],
+        event_time = result.snapshots[alert.account_id].event_time
+
+        def delivered(event_time: float = event_time) -> None:
+            metrics.alert_latency.observe(max(0.0, time.time() - event_time))
+
+        await observe_send(
+            topics.alerts.send(
+                key=alert.account_id.encode(),
+                value=alert.value,
+                headers=[("alert_id", alert.alert_id.encode())],
+            ),
+            metrics=metrics,
+            topic="alerts",
+            on_delivered=delivered,
         )
         metrics.alerts_published.labels(rule="intent_threshold").inc()
         logger.info("alert %s for account %s", alert.alert_id, alert.account_id)
     for dead in result.dead_letters:
-        await topics.dlq.send(
-            key=message.key,
-            value=dead.value,
-            headers=[
-                ("dlq.reason", dead.reason.encode()),
-                ("dlq.detail", dead.detail.encode()),
-                ("dlq.topic", message.topic.encode()),
-                ("dlq.partition", str(message.partition).encode()),
-                ("dlq.offset", str(message.offset).encode()),
-            ],
+        await observe_send(
+            topics.dlq.send(
+                key=message.key,
+                value=dead.value,
+                headers=[
+                    ("dlq.reason", dead.reason.encode()),
+                    ("dlq.detail", dead.detail.encode()),
+                    ("dlq.topic", message.topic.encode()),
+                    ("dlq.partition", str(message.partition).encode()),
+                    ("dlq.offset", str(message.offset).encode()),
+                ],
+            ),
+            metrics=metrics,
+            topic="dlq",
         )
         metrics.dead_letters.labels(reason=dead.reason).inc()
     if result.dead_letters:
@@ -81,8 +155,12 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
         )
     for kind, n in result.applied.items():
         metrics.events_processed.labels(type=kind).inc(n)
+    for signal, n in result.signals.items():
+        metrics.signals.labels(signal=signal).inc(n)
     for outcome, n in result.labels.items():
         metrics.labels_learned.labels(outcome=outcome).inc(n)
+    if result.labels:
+        _observe_model(metrics, engine.processor.model)
     if result.skipped:
         metrics.events_skipped.inc(result.skipped)
     if result.snapshots:
