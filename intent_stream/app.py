@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from faust.sensors.prometheus import PrometheusMonitor
 from prometheus_client import CollectorRegistry
 
 from intent_stream.dedup import MessageDeduplicator
@@ -59,8 +60,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     if settings.kafka_embedded:
         raise ValueError("resolve the embedded broker to an address before creating the app")
     datadir = settings.data_dir or tempfile.mkdtemp(prefix="intent-stream-data-")
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
     app = faust.App(
         settings.app_id,
+        # Faust's Prometheus sensor on our registry: one /metrics (agents/web.py) serves the
+        # engine's and Faust's figures. setup_prometheus_sensors() is not used because it
+        # would add a second /metrics route and name the metrics after the app id.
+        monitor=PrometheusMonitor(metrics=metrics.faust),
         broker=[f"kafka://{host}" for host in settings.kafka.split(",")],
         store=settings.store,
         datadir=datadir,
@@ -93,7 +99,6 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         partitions=settings.partitions,
         key_type=str,  # JSON-encoded in the changelog (Faust's default for typed keys)
     )
-    metrics = Metrics(registry if registry is not None else CollectorRegistry())
     processor = AccountProcessor(
         model=IntentModel(),
         policy=HotLeadPolicy(

@@ -1,17 +1,25 @@
 """Every Prometheus metric the engine exports, in one registry-injected bundle.
 
 Names follow ``intent_stream_<thing>_<unit>``; counters end in ``_total``; durations are
-``_seconds`` histograms. Labels never carry account ids, emails or other unbounded values.
+``_seconds`` histograms. Labels never carry account ids, emails or other unbounded values:
+every label below takes its values from a fixed set (call types, dead-letter reasons, signal
+names, rules, outcomes, agent names, topic roles).
+
+Faust's own sensor figures (consumer, producer, commits, rebalances, tables) are registered
+on the same registry under ``intent_stream_faust_``, so one ``/metrics`` serves both.
 
 >>> from prometheus_client import CollectorRegistry
 >>> m = Metrics(CollectorRegistry())
 >>> m.events_processed.labels(type="track").inc()
 >>> b"intent_stream_events_processed_total" in m.exposition()
 True
+>>> b"intent_stream_faust_messages_received_total" in m.exposition()
+True
 """
 
 from __future__ import annotations
 
+from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -21,11 +29,39 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["AGENTS", "CONTENT_TYPE", "FAUST_PREFIX", "PRODUCE_TOPICS", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+#: Prefix of Faust's sensor metrics. Fixed, not the app id: dashboards and alert rules must
+#: not depend on the consumer-group name a deployment picks.
+FAUST_PREFIX = "intent_stream_faust"
+#: Agents that count records in ``intent_stream_agent_records_total{agent}``; initialised to
+#: zero so a dashboard shows a flat line, not "no data", before the first record.
+AGENTS = ("ingest", "score-accounts")
+#: Logical roles of the topics the agents produce to (``topic`` label of produce errors).
+PRODUCE_TOPICS = ("alerts", "dlq", "events", "identity")
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Event time is set by the tracker; events arrive late (offline devices, batch imports,
+# backfills), so these run from sub-second to a day.
+_EVENT_TIME_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    86400.0,
+)
 
 
 class Metrics:
@@ -39,10 +75,22 @@ class Metrics:
             "Kafka records taken from the event topic (a record may carry many events).",
             registry=registry,
         )
+        self.agent_records = Counter(
+            p + "agent_records_total",
+            "Kafka records each agent finished processing (throughput per agent).",
+            ["agent"],
+            registry=registry,
+        )
         self.events_processed = Counter(
             p + "events_processed_total",
             "Events applied to account state, by Segment call type.",
             ["type"],
+            registry=registry,
+        )
+        self.signals = Counter(
+            p + "signals_total",
+            "Intent signals recognised in applied events, by signal (page and track events).",
+            ["signal"],
             registry=registry,
         )
         self.events_skipped = Counter(
@@ -68,10 +116,41 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.model_labels = Gauge(
+            p + "model_labels",
+            "Labels the intent model of this worker holds, by polarity (positive/negative).",
+            ["polarity"],
+            registry=registry,
+        )
+        self.model_blend = Gauge(
+            p + "model_blend_ratio",
+            "Weight of the learned model in the intent score (0 = points prior only, to 1).",
+            registry=registry,
+        )
         self.record_latency = Histogram(
             p + "record_latency_seconds",
             "Seconds from a record's Kafka timestamp to the end of its processing.",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.score_latency = Histogram(
+            p + "score_latency_seconds",
+            "Seconds from an account's newest event time to its new score (one per account "
+            "and record).",
+            buckets=_EVENT_TIME_BUCKETS,
+            registry=registry,
+        )
+        self.alert_latency = Histogram(
+            p + "alert_latency_seconds",
+            "Seconds from the event time that triggered an alert to the broker acknowledging "
+            "the alert.",
+            buckets=_EVENT_TIME_BUCKETS,
+            registry=registry,
+        )
+        self.produce_errors = Counter(
+            p + "produce_errors_total",
+            "Sends to Kafka that failed, by topic role (alerts, dlq).",
+            ["topic"],
             registry=registry,
         )
         self.accounts = Gauge(
@@ -94,6 +173,15 @@ class Metrics:
             "Changed accounts waiting to be written to Redis.",
             registry=registry,
         )
+        # Faust's sensor metrics (see faust.sensors.prometheus), fed by a PrometheusMonitor
+        # that intent_stream.app installs as the app's monitor.
+        self.faust = FaustMetrics.create(registry, FAUST_PREFIX)
+        for agent in AGENTS:
+            self.agent_records.labels(agent=agent)
+        for topic in PRODUCE_TOPICS:
+            self.produce_errors.labels(topic=topic)
+        for polarity in ("positive", "negative"):
+            self.model_labels.labels(polarity=polarity)
 
         # -- ingestion and identity ------------------------------------------------------
         self.ingest_records = Counter(

@@ -93,6 +93,7 @@ class RecordResult:
     applied: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     labels: Counter[str] = field(default_factory=Counter)
+    signals: Counter[str] = field(default_factory=Counter)
 
 
 def iso(ts: float) -> str:
@@ -249,6 +250,7 @@ class AccountProcessor:
         signal = classify(body)
         if signal is not None:
             signals.learn_one(signal=signal, ts=event.ts, person_id=event.person_id)
+            result.signals[signal] += 1
 
     def _alert(
         self,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from intent_stream.agents.deadletters import send_dead_letters
+from intent_stream.agents.sinks import observe_send, send_dead_letters
 from intent_stream.identity import IdentityEdge
 from intent_stream.readmodel import identity_key
 
@@ -62,6 +62,7 @@ def register(engine: Engine) -> None:
             await _send(engine, result, message)
             await send_dead_letters(engine, checked.dead_letters, message)
             metrics.ingest_records.inc()
+            metrics.agent_records.labels(agent="ingest").inc()
             records += 1
             if records % _SWEEP_EVERY == 0 and checked.messages:
                 expired = processor.sweep(engine.pending, now=checked.messages[-1].ts)
@@ -77,15 +78,23 @@ async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
     src = [message.partition, message.offset]
     for partition, events in result.forwards.items():
         key = events[0]["context"]["groupId"]
-        await topics.events.send(
-            key=key.encode(),
-            value=orjson.dumps({"src": src, "batch": events}),
-            partition=partition,
+        await observe_send(
+            topics.events.send(
+                key=key.encode(),
+                value=orjson.dumps({"src": src, "batch": events}),
+                partition=partition,
+            ),
+            metrics=metrics,
+            topic="events",
         )
         metrics.ingest_forwarded.inc()
     graph, prefix = engine.ingest.graph, engine.settings.redis_prefix
     for edge in result.edges:
-        await topics.identity.send(key=edge.key.encode(), value=edge.to_bytes())
+        await observe_send(
+            topics.identity.send(key=edge.key.encode(), value=edge.to_bytes()),
+            metrics=metrics,
+            topic="identity",
+        )
         metrics.identity_edges.labels(kind=edge.kind).inc()
         for node in (edge.node, edge.target if edge.kind == "person" else None):
             if node is not None:

@@ -10,21 +10,27 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from intent_stream.agents.deadletters import send_dead_letters
+from intent_stream.agents.sinks import observe_send, send_dead_letters
+from intent_stream.metrics import Metrics
 from intent_stream.pipeline import RecordResult
+from intent_stream.scoring import IntentModel
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
 
-__all__ = ["register"]
+__all__ = ["AGENT", "register"]
 
 logger = logging.getLogger(__name__)
+
+#: The agent's name, also its ``agent`` label in ``intent_stream_agent_records_total``.
+AGENT = "score-accounts"
 
 
 def register(engine: Engine) -> None:
     app, topics, metrics = engine.app, engine.topics, engine.metrics
+    _observe_model(metrics, engine.processor.model)
 
-    @app.agent(topics.events, name="score-accounts")  # type: ignore[untyped-decorator]
+    @app.agent(topics.events, name=AGENT)  # type: ignore[untyped-decorator]
     async def score_accounts(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
@@ -35,8 +41,12 @@ def register(engine: Engine) -> None:
                 offset=message.offset,
             )
             await _publish(engine, result, message)
+            now = time.time()
             metrics.records_processed.inc()
-            metrics.record_latency.observe(max(0.0, time.time() - message.timestamp))
+            metrics.agent_records.labels(agent=AGENT).inc()
+            metrics.record_latency.observe(max(0.0, now - message.timestamp))
+            for view in result.snapshots.values():
+                metrics.score_latency.observe(max(0.0, now - view.event_time))
 
     @app.timer(engine.settings.redis_flush_interval)  # type: ignore[untyped-decorator]
     async def flush_read_model() -> None:
@@ -48,21 +58,41 @@ def register(engine: Engine) -> None:
         await engine.read_model.flush()
 
 
+def _observe_model(metrics: Metrics, model: IntentModel) -> None:
+    metrics.model_labels.labels(polarity="positive").set(model.n_positive)
+    metrics.model_labels.labels(polarity="negative").set(model.n_labels - model.n_positive)
+    metrics.model_blend.set(model.blend)
+
+
 async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
     metrics, topics = engine.metrics, engine.topics
     for alert in result.alerts:
-        await topics.alerts.send(
-            key=alert.account_id.encode(),
-            value=alert.value,
-            headers=[("alert_id", alert.alert_id.encode())],
+        event_time = result.snapshots[alert.account_id].event_time
+
+        def delivered(event_time: float = event_time) -> None:
+            metrics.alert_latency.observe(max(0.0, time.time() - event_time))
+
+        await observe_send(
+            topics.alerts.send(
+                key=alert.account_id.encode(),
+                value=alert.value,
+                headers=[("alert_id", alert.alert_id.encode())],
+            ),
+            metrics=metrics,
+            topic="alerts",
+            on_delivered=delivered,
         )
         metrics.alerts_published.labels(rule="intent_threshold").inc()
         logger.info("alert %s for account %s", alert.alert_id, alert.account_id)
     await send_dead_letters(engine, result.dead_letters, message)
     for kind, n in result.applied.items():
         metrics.events_processed.labels(type=kind).inc(n)
+    for signal, n in result.signals.items():
+        metrics.signals.labels(signal=signal).inc(n)
     for outcome, n in result.labels.items():
         metrics.labels_learned.labels(outcome=outcome).inc(n)
+    if result.labels:
+        _observe_model(metrics, engine.processor.model)
     if result.skipped:
         metrics.events_skipped.inc(result.skipped)
     if result.snapshots:

@@ -1,0 +1,89 @@
+"""The metrics bundle: naming rules, README coverage, and counting produce failures."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from intent_stream.agents.sinks import observe_send
+from intent_stream.metrics import AGENTS, FAUST_PREFIX, PRODUCE_TOPICS, Metrics
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _families(metrics: Metrics) -> dict[str, str]:
+    return {f.name: f.type for f in metrics.registry.collect()}
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_engine_metrics_follow_the_naming_rules():
+    families = _families(Metrics(CollectorRegistry()))
+    engine = {n: t for n, t in families.items() if not n.startswith(FAUST_PREFIX)}
+    assert len(engine) >= 15
+    for name, kind in engine.items():
+        assert re.fullmatch(r"intent_stream_[a-z_]+", name), name
+        if kind == "histogram":
+            assert name.endswith("_seconds"), name
+    faust = [n for n in families if n.startswith(FAUST_PREFIX + "_")]
+    assert f"{FAUST_PREFIX}_messages_received" in faust
+    assert len(faust) > 20
+
+
+def test_labels_known_in_advance_start_at_zero():
+    m = Metrics(CollectorRegistry())
+    for agent in AGENTS:
+        assert _value(m, "intent_stream_agent_records_total", agent=agent) == 0.0
+    for topic in PRODUCE_TOPICS:
+        assert _value(m, "intent_stream_produce_errors_total", topic=topic) == 0.0
+    assert _value(m, "intent_stream_model_labels", polarity="positive") == 0.0
+
+
+def test_readme_documents_every_engine_metric():
+    documented = set(re.findall(r"^\| `(intent_stream_[a-z_]+)", README.read_text(), re.M))
+    m = Metrics(CollectorRegistry())
+    for name, kind in _families(m).items():
+        if name.startswith(FAUST_PREFIX):
+            continue
+        exposed = name + "_total" if kind == "counter" else name
+        assert exposed in documented, f"README Metrics table lacks {exposed}"
+
+
+async def _send_ok() -> asyncio.Future[str]:
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    fut.set_result("metadata")
+    return fut
+
+
+async def _send_fails_later() -> asyncio.Future[str]:
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    fut.set_exception(ConnectionError("broker gone"))
+    return fut
+
+
+async def _send_raises() -> asyncio.Future[str]:
+    raise ConnectionError("producer stopped")
+
+
+@pytest.mark.parametrize(
+    ("send", "errors", "delivered"),
+    [(_send_ok, 0.0, 1), (_send_fails_later, 1.0, 0), (_send_raises, 1.0, 0)],
+)
+def test_observe_send_counts_failures_without_raising(send, errors, delivered):
+    m = Metrics(CollectorRegistry())
+    calls: list[int] = []
+
+    async def run() -> None:
+        await observe_send(send(), metrics=m, topic="alerts", on_delivered=lambda: calls.append(1))
+        await asyncio.sleep(0)  # let done-callbacks run
+
+    asyncio.run(run())
+    assert _value(m, "intent_stream_produce_errors_total", topic="alerts") == errors
+    assert _value(m, "intent_stream_produce_errors_total", topic="dlq") == 0.0
+    assert len(calls) == delivered
