@@ -39,7 +39,7 @@ from ..deploy.files import (
     rule_queries,
     substitute,
 )
-from .conftest import settings_env, read_topic, wait_until
+from .conftest import read_topic, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
