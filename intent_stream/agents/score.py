@@ -10,6 +10,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from intent_stream.alerts import cloudevent_headers, event_source
 from intent_stream.pipeline import RecordResult
 
 if TYPE_CHECKING:
@@ -49,11 +52,14 @@ def register(engine: Engine) -> None:
 
 async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
     metrics, topics = engine.metrics, engine.topics
+    source = event_source(engine.settings.app_id)
     for alert in result.alerts:
         await topics.alerts.send(
             key=alert.account_id.encode(),
             value=alert.value,
-            headers=[("alert_id", alert.alert_id.encode())],
+            # CloudEvents binary mode (ce_* headers) plus the alert_id header, read from the
+            # payload so that any rule's alert gets its own ce_type.
+            headers=cloudevent_headers(orjson.loads(alert.value), source=source),
         )
         metrics.alerts_published.labels(rule="intent_threshold").inc()
         logger.info("alert %s for account %s", alert.alert_id, alert.account_id)
