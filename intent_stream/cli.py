@@ -8,6 +8,7 @@ defaults.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,7 +133,14 @@ def _alerts_settings(args: argparse.Namespace, command: str) -> Settings:
             f"alerts {command}: give the workers' broker with --kafka HOST:PORT "
             "(or INTENT_STREAM_KAFKA); an embedded one would have no alerts"
         )
-    wait_for_broker(settings, timeout=args.wait)
+    # kafka-python logs every refused connection at ERROR; wait_for_broker says it once.
+    kafka_logger = logging.getLogger("kafka")
+    level = kafka_logger.level
+    kafka_logger.setLevel(logging.CRITICAL)
+    try:
+        wait_for_broker(settings, timeout=args.wait)
+    finally:
+        kafka_logger.setLevel(level)
     topics = [settings.alerts_topic]
     if command == "forward":
         if settings.redis_embedded:

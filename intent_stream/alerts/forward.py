@@ -315,7 +315,7 @@ def forward(
 
         consumer = KafkaConsumer(
             settings.alerts_topic,
-            **consumer_options(settings, group=group),
+            **consumer_options(settings, group=group, client_id=f"{settings.app_id}-alerts-fwd"),
             enable_auto_commit=False,
             auto_offset_reset="earliest" if options.from_beginning else "latest",
             # Retrying one alert may take long; leaving the group then is harmless (the

@@ -26,11 +26,12 @@ class AlertsError(RuntimeError):
     """An alerts command cannot run as configured; the message says what to do."""
 
 
-def consumer_options(settings: Settings, *, group: str | None) -> dict[str, Any]:
+def consumer_options(settings: Settings, *, group: str | None, client_id: str) -> dict[str, Any]:
     """kafka-python consumer options for reading the alerts topic as ``group``."""
     session_ms = int(settings.session_timeout * 1000)
     return {
         **kafka_client_options(settings),
+        "client_id": client_id,
         "group_id": group,
         "session_timeout_ms": session_ms,
         "heartbeat_interval_ms": max(500, session_ms // 5),
@@ -81,8 +82,7 @@ def tail(
     stop = threading.Event() if stop is None else stop
     consumer = KafkaConsumer(
         settings.alerts_topic,
-        **consumer_options(settings, group=group),
-        client_id=f"{settings.app_id}-alerts-tail",
+        **consumer_options(settings, group=group, client_id=f"{settings.app_id}-alerts-tail"),
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=group is not None,
     )
