@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    all_groups = list(_GROUP_TITLES)
+    # The forwarding settings are flags of 'alerts forward' (and 'settings') only.
+    all_groups = [g for g in _GROUP_TITLES if g != "forward"]
 
     demo = sub.add_parser(
         "demo",
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument(
         "--markdown", action="store_true", help="print the README table of all settings"
     )
-    _add_setting_flags(settings, all_groups)
+    _add_setting_flags(settings, list(_GROUP_TITLES))
     settings.set_defaults(func=_cmd_settings)
     _add_alerts_parser(sub)
     return parser
