@@ -290,7 +290,9 @@ def test_an_endpoint_down_for_a_while_loses_no_alert(
     alert_settings, producer, webhooks, start_forwarder
 ):
     port = free_port()
-    settings = alert_settings.replace(webhook=f"http://127.0.0.1:{port}/hook")
+    # A timeout well above a 503's answer time even on a loaded machine, so that the one
+    # stalled request is the only timeout.
+    settings = alert_settings.replace(webhook=f"http://127.0.0.1:{port}/hook", webhook_timeout=3.0)
     alerts = [_alert(a) for a in _accounts(4)]
     _publish(producer, settings, alerts)
     forwarder = start_forwarder(settings, group=f"{settings.app_id}-fwd")
@@ -305,7 +307,7 @@ def test_an_endpoint_down_for_a_while_loses_no_alert(
 
     def recovering(n: int, body: Any) -> int | tuple[str, float]:
         if n == 0:
-            return ("sleep", 2.0)  # answers after the forwarder's 1 s timeout
+            return ("sleep", 6.0)  # answers after the forwarder's 3 s timeout
         return 503 if n < 4 else 200
 
     hook = webhooks(recovering, port=port)
