@@ -8,6 +8,7 @@ defaults.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ commands:
   topics    create (or check) every topic the engine needs, with its partition count
   identity  show a person's, cookie's or account's identity graph (from Redis)
   settings  print the effective settings (secrets masked), or the README table
+  alerts    'alerts tail' prints hot-lead alerts as they arrive; 'alerts forward' posts
+            each one, once, to a Slack or any other webhook
 
 Settings come from flags, then INTENT_STREAM_* environment variables, then defaults.
 Run 'intent-stream COMMAND --help' for a command's options.
@@ -36,6 +39,7 @@ _GROUP_TITLES = {
     "ingest": "ingestion and identity",
     "collector": "collector",
     "alerts": "scoring and alerts",
+    "forward": "alert forwarding",
     "general": "general",
 }
 
@@ -172,6 +176,141 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts_settings(args: argparse.Namespace, command: str) -> Settings:
+    """Settings for an alerts command, which needs a real broker (and Redis to forward)."""
+    from intent_stream.alerts.tail import AlertsError, require_topics
+    from intent_stream.runner import wait_for_broker
+
+    settings = _settings(args)
+    if settings.kafka_embedded:
+        raise AlertsError(
+            f"alerts {command}: give the workers' broker with --kafka HOST:PORT "
+            "(or INTENT_STREAM_KAFKA); an embedded one would have no alerts"
+        )
+    # kafka-python logs every refused connection at ERROR; wait_for_broker says it once.
+    kafka_logger = logging.getLogger("kafka")
+    level = kafka_logger.level
+    kafka_logger.setLevel(logging.CRITICAL)
+    try:
+        wait_for_broker(settings, timeout=args.wait)
+    finally:
+        kafka_logger.setLevel(level)
+    topics = [settings.alerts_topic]
+    if command == "forward":
+        if settings.redis_embedded:
+            raise AlertsError(
+                "alerts forward: give a Redis with --redis URL (or INTENT_STREAM_REDIS); it "
+                "remembers delivered alerts across restarts"
+            )
+        if not settings.webhook:
+            raise AlertsError("alerts forward: give --webhook URL (or INTENT_STREAM_WEBHOOK)")
+        topics.append(settings.alerts_dlq_topic)
+    require_topics(settings, topics)
+    return settings
+
+
+def _cmd_alerts_tail(args: argparse.Namespace) -> int:
+    from intent_stream.alerts.tail import tail
+
+    settings = _alerts_settings(args, "tail")
+    return tail(settings, as_json=args.json, from_beginning=args.from_beginning, group=args.group)
+
+
+def _cmd_alerts_forward(args: argparse.Namespace) -> int:
+    from intent_stream.alerts.forward import ForwardOptions, forward
+
+    settings = _alerts_settings(args, "forward")
+    options = ForwardOptions(
+        fmt=args.format,
+        scope=args.scope,
+        group=args.group,
+        from_beginning=args.from_beginning,
+    )
+    return forward(settings, options, metrics_port=args.metrics_port)
+
+
+def _add_alerts_parser(sub: Any) -> None:
+    alerts = sub.add_parser(
+        "alerts",
+        help="read hot-lead alerts, or forward them to a webhook",
+        description="Consume the sales-alerts topic: 'tail' prints alerts, 'forward' posts "
+        "each one, once, to a webhook (Slack-compatible by default).",
+    )
+    actions = alerts.add_subparsers(dest="action", metavar="ACTION", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a consumer group without committed offsets (or no group) starts at the "
+        "oldest alert instead of the newest",
+    )
+    common.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker to answer before giving up (default 30)",
+    )
+    tail = actions.add_parser(
+        "tail",
+        parents=[common],
+        help="print alerts as they arrive",
+        description="Print each alert as it arrives: event time, account, score, reasons; "
+        "or with --json one CloudEvents JSON object per line (attributes + data). "
+        "Ctrl-C stops.",
+    )
+    tail.add_argument(
+        "--json", action="store_true", help="one JSON object per line (CloudEvents format)"
+    )
+    tail.add_argument(
+        "--group",
+        metavar="ID",
+        default=None,
+        help="consumer group to commit offsets in, so a restart resumes (default: none)",
+    )
+    _add_setting_flags(tail, ["connections", "topics", "worker"])
+    tail.set_defaults(func=_cmd_alerts_tail)
+
+    fwd = actions.add_parser(
+        "forward",
+        parents=[common],
+        help="post every alert once to a webhook",
+        description="Post every alert to --webhook: a Slack message by default, or with "
+        "--format json the CloudEvents JSON object. Retries while the endpoint fails "
+        "(timeouts, connection errors, 408, 429, 5xx) with capped exponential back-off; "
+        "dead-letters alerts it refuses (other 4xx) to the alerts DLQ; commits each offset "
+        "only after delivery and skips alerts Redis marks as delivered. SIGINT/SIGTERM stop.",
+    )
+    fwd.add_argument(
+        "--format",
+        choices=["slack", "json"],
+        default="slack",
+        help="request body: a Slack message (default) or the CloudEvents JSON object",
+    )
+    fwd.add_argument(
+        "--scope",
+        default="webhook",
+        metavar="NAME",
+        help="names the destination: delivered alerts are remembered per scope, so give "
+        "each webhook its own (default: webhook)",
+    )
+    fwd.add_argument(
+        "--group",
+        metavar="ID",
+        default=None,
+        help="consumer group (default: <app_id>-alerts-forward-<scope>)",
+    )
+    fwd.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on <web_host>:PORT/metrics (default: off)",
+    )
+    _add_setting_flags(fwd, ["connections", "topics", "worker", "forward"])
+    fwd.set_defaults(func=_cmd_alerts_forward)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -182,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    all_groups = list(_GROUP_TITLES)
+    # The forwarding settings are flags of 'alerts forward' (and 'settings') only.
+    all_groups = [g for g in _GROUP_TITLES if g != "forward"]
 
     demo = sub.add_parser(
         "demo",
@@ -255,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument(
         "--markdown", action="store_true", help="print the README table of all settings"
     )
-    _add_setting_flags(settings, all_groups)
+    _add_setting_flags(settings, list(_GROUP_TITLES))
     settings.set_defaults(func=_cmd_settings)
+    _add_alerts_parser(sub)
     return parser
 
 
@@ -293,6 +434,9 @@ def _is_user_facing(exc: BaseException) -> bool:
     from intent_stream.topics import TopicMismatchError
 
     known: tuple[type[Any], ...] = (BrokerUnavailable, TopicMismatchError, SettingsError)
+    from intent_stream.alerts.tail import AlertsError
+
+    known = (*known, AlertsError)
     try:
         from intent_stream.embedded import EmbeddedError
 

@@ -229,6 +229,40 @@ class Metrics:
             registry=registry,
         )
 
+        # -- alert forwarder (``intent-stream alerts forward``, its own process) ----------
+        self.webhook_deliveries = Counter(
+            p + "webhook_deliveries_total",
+            "Alerts the forwarder finished with, by outcome: delivered (2xx), duplicate "
+            "(already delivered, skipped) or dead_lettered (refused, sent to the alerts DLQ).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_failures = Counter(
+            p + "webhook_failures_total",
+            "Failed webhook attempts, by kind: timeout, connection, http_408, http_429 and "
+            "http_5xx are retried; http_4xx and http_other are dead-lettered.",
+            ["kind"],
+            registry=registry,
+        )
+        self.webhook_request_seconds = Histogram(
+            p + "webhook_request_seconds",
+            "Seconds per webhook POST, whatever its outcome.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.alerts_per_account_day = Histogram(
+            p + "alerts_per_account_day",
+            "At each delivered alert, how many alerts its account has had that UTC day (event "
+            "time), this one included: the share above 1 measures alert fatigue.",
+            buckets=(1, 2, 3, 5, 10, 20),
+            registry=registry,
+        )
+        self.forwarder_redis_errors = Counter(
+            p + "forwarder_redis_errors_total",
+            "Failed Redis calls of the forwarder (de-duplication; retried with back-off).",
+            registry=registry,
+        )
+
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -189,7 +189,7 @@ class AccountProcessor:
         if fire:
             reasons = self.model.explain(x, top=self.top_reasons)
             result.alerts.append(
-                self._alert(account_id, score, reasons, policy_state, now, n_events)
+                self._alert(account_id, score, reasons, policy_state, now, n_events, state)
             )
         table[account_id] = {
             "off": {**applied, source: offset},
@@ -260,7 +260,9 @@ class AccountProcessor:
         policy_state: PolicyState,
         now: float,
         n_events: int,
+        previous: Mapping[str, Any] | None = None,
     ) -> OutgoingAlert:
+        """The alert payload; ``previous`` is the account's table value before this record."""
         aid = alert_id(account_id, INTENT_RULE, policy_state.episode)
         payload = {
             "alert_id": aid,
@@ -272,8 +274,29 @@ class AccountProcessor:
             "reasons": [r.text for r in reasons if r.contribution > 0],
             "events": n_events,
             "event_time": iso(now),
+            "since_last_alert": _since_last_alert(account_id, policy_state, now, previous),
         }
         return OutgoingAlert(aid, account_id, orjson.dumps(payload))
+
+
+def _since_last_alert(
+    account_id: str, policy_state: PolicyState, now: float, previous: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """What links this alert to the account's previous one (None for its first alert).
+
+    Derived from the policy state the table already keeps (episode, last alert's event
+    time); the previous alert's id is recomputed, being deterministic.
+    """
+    if previous is None or policy_state.episode < 2:
+        return None
+    last_ts = PolicyState.from_dict(previous["policy"]).last_alert_ts
+    if last_ts is None:
+        return None
+    return {
+        "alert_id": alert_id(account_id, INTENT_RULE, policy_state.episode - 1),
+        "at": iso(last_ts),
+        "hours": round((now - last_ts) / 3600, 1),
+    }
 
 
 def _str_or_none(value: Any) -> str | None:

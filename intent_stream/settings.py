@@ -89,6 +89,11 @@ class Settings:
         "Compacted topic of identity edges (person/cookie -> account), read by every worker.",
         group="topics",
     )
+    alerts_dlq_topic: str = _opt(
+        "intent.sales-alerts.dlq.v1",
+        "Dead letters of the alert forwarder: alerts a webhook refused (4xx), with the status.",
+        group="topics",
+    )
     # -- worker ------------------------------------------------------------------------
     app_id: str = _opt(
         "intent-stream",
@@ -187,6 +192,36 @@ class Settings:
         86400.0,
         "Minimum event-time seconds between two alerts for one account.",
         group="alerts",
+    )
+
+    # -- alert forwarding (intent-stream alerts forward) ---------------------------------
+    webhook: str = _opt(
+        "",
+        "Webhook URL 'alerts forward' posts alerts to (http:// or https://; kept out of logs, "
+        "since Slack webhook URLs carry a token).",
+        secret=True,
+        group="forward",
+    )
+    webhook_timeout: float = _opt(
+        10.0,
+        "Seconds to wait for a webhook's answer before the attempt counts as a timeout.",
+        group="forward",
+    )
+    webhook_max_backoff: float = _opt(
+        60.0,
+        "Longest wait in seconds between two retries of a failing webhook.",
+        group="forward",
+    )
+    webhook_give_up: float = _opt(
+        0.0,
+        "Seconds after which an alert the webhook keeps failing on is dead-lettered "
+        "(0: retry until delivered).",
+        group="forward",
+    )
+    delivered_ttl: float = _opt(
+        2592000.0,
+        "Seconds Redis remembers a delivered alert id (replays older than this re-post).",
+        group="forward",
     )
 
     def __post_init__(self) -> None:
@@ -298,6 +333,23 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('pending_max_events')} must be 0 or more (got {s.pending_max_events})"
     if s.max_body_bytes < 1024:
         yield f"{env_name('max_body_bytes')} must be at least 1024 (got {s.max_body_bytes})"
+    yield from _validate_forwarding(s)
     topics = [s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic]
     if len(set(topics)) != len(topics):
         yield "the raw, event, alert, dead-letter and identity topics must have different names"
+
+
+def _validate_forwarding(s: Settings) -> Iterator[str]:
+    if s.webhook and not s.webhook.startswith(("http://", "https://")):
+        yield f"{env_name('webhook')} must be an http:// or https:// URL"
+    if s.webhook_timeout <= 0:
+        yield f"{env_name('webhook_timeout')} must be positive (got {s.webhook_timeout})"
+    if s.webhook_max_backoff <= 0:
+        yield f"{env_name('webhook_max_backoff')} must be positive (got {s.webhook_max_backoff})"
+    if s.webhook_give_up < 0:
+        yield f"{env_name('webhook_give_up')} must be 0 or more (got {s.webhook_give_up})"
+    if s.delivered_ttl < 1:
+        yield f"{env_name('delivered_ttl')} must be at least 1 second (got {s.delivered_ttl})"
+    others = {s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic}
+    if s.alerts_dlq_topic in others:
+        yield f"{env_name('alerts_dlq_topic')} must differ from every other topic"

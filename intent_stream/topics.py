@@ -112,6 +112,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             value="the rejected record's bytes, unchanged; reason and origin in dlq.* headers",
         ),
         TopicSpec(
+            settings.alerts_dlq_topic,
+            n,
+            key="the alert's key (account id), unchanged",
+            value="the refused alert's bytes, unchanged; ce_* headers kept, status and reason "
+            "in dlq.* headers",
+        ),
+        TopicSpec(
             changelog_topic(settings, ACCOUNT_STATE_TABLE),
             n,
             key="account id (JSON string)",

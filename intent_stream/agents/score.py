@@ -10,7 +10,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from intent_stream.agents.sinks import observe_send, send_dead_letters
+from intent_stream.alerts import cloudevent_headers, event_source
 from intent_stream.metrics import Metrics
 from intent_stream.pipeline import RecordResult
 from intent_stream.scoring import IntentModel
@@ -66,6 +69,7 @@ def _observe_model(metrics: Metrics, model: IntentModel) -> None:
 
 async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
     metrics, topics = engine.metrics, engine.topics
+    source = event_source(engine.settings.app_id)
     for alert in result.alerts:
         event_time = result.snapshots[alert.account_id].event_time
 
@@ -76,7 +80,9 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
             topics.alerts.send(
                 key=alert.account_id.encode(),
                 value=alert.value,
-                headers=[("alert_id", alert.alert_id.encode())],
+                # CloudEvents binary mode (ce_* headers) plus the alert_id header, read from
+                # the payload so that any rule's alert gets its own ce_type.
+                headers=cloudevent_headers(orjson.loads(alert.value), source=source),
             ),
             metrics=metrics,
             topic="alerts",
