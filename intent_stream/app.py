@@ -104,8 +104,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     engine = Engine(settings, app, topics, accounts, metrics, processor, read_model)
 
-    from intent_stream.agents import score, web
+    from intent_stream.agents import collector, score, web
 
     score.register(engine)
+    collector.register(engine)
     web.register(engine)
     return engine
