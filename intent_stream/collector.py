@@ -392,10 +392,10 @@ class Collector:
             status = exc.status
             raise
         finally:
-            self.metrics.collector_requests.labels(
-                endpoint=_endpoint_label(request), status=str(status)
-            ).inc()
-            self.metrics.collector_request_latency.observe(time.perf_counter() - start)
+            endpoint = _endpoint_label(request)
+            self.metrics.collector_requests.labels(endpoint=endpoint, status=str(status)).inc()
+            if endpoint in _ENDPOINTS:  # health checks and scrapes would skew the figures
+                self.metrics.collector_request_latency.observe(time.perf_counter() - start)
 
 
 def _endpoint_label(request: web.Request) -> str:
