@@ -284,9 +284,9 @@ def test_batch_across_visitors_lands_as_one_record_per_partition(
         ns = [m["properties"]["n"] for m in batch]
         assert ns == sorted(ns)
     for _, message in found:
-        assert message["context"]["library"] == {"name": "batch-sdk"}
+        assert message["context"] == {"library": {"name": "batch-sdk"}, "ip": "192.0.2.1"}
         assert message["sentAt"] == "2026-01-01T00:00:10.000Z"
-        assert len({m["receivedAt"] for _, m in found}) == 1
+    assert len({m["receivedAt"] for _, m in found}) == 1  # one request, one arrival time
 
 
 def test_gzip_bodies_are_accepted(settings, start_collector, endpoints):
