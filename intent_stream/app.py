@@ -142,10 +142,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         dedup=dedup,
     )
 
+    from intent_stream.agents import collector, score, web
     from intent_stream.agents import ingest as ingest_agent
-    from intent_stream.agents import score, web
 
     ingest_agent.register(engine)
     score.register(engine)
+    collector.register(engine)
     web.register(engine)
     return engine

@@ -22,6 +22,8 @@ commands:
   demo      start a broker, Redis and a worker locally, feed them simulated B2B journeys
             and show hot-lead alerts as sales would receive them
   worker    run the scoring worker against a broker and Redis (production, docker-compose)
+  collector serve the Segment HTTP Tracking API (/v1/track, /v1/batch ...) to the raw topic
+  send      publish a JSONL file of Segment events to the raw topic
   topics    create (or check) every topic the engine needs, with its partition count
   identity  show a person's, cookie's or account's identity graph (from Redis)
   settings  print the effective settings (secrets masked), or the README table
@@ -160,6 +162,65 @@ def _cmd_identity(args: argparse.Namespace) -> int:
         print(f"identity: nothing known about {args.id!r} in {settings.redis_prefix}identity:*")
         return 1
     return 0
+
+
+def _cmd_collector(args: argparse.Namespace) -> int:
+    from intent_stream.collector import CollectorError, run_collector
+
+    try:
+        return run_collector(_settings(args))
+    except CollectorError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from intent_stream.client import IntentClient, file_size, send_jsonl
+    from intent_stream.runner import wait_for_broker
+    from intent_stream.topics import ensure_topics
+
+    settings = _settings(args)
+    if settings.kafka_embedded:
+        print(
+            "send: give the broker your workers read with --kafka HOST:PORT "
+            "(or INTENT_STREAM_KAFKA)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.batch < 1 or (args.rate is not None and args.rate <= 0):
+        print("send: --batch and --rate must be positive", file=sys.stderr)
+        return 2
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"send: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    wait_for_broker(settings)
+    ensure_topics(settings)
+    try:
+        with IntentClient(
+            bootstrap_servers=settings.kafka,
+            topic=settings.raw_topic,
+            partitions=settings.partitions,
+            batch_size=args.batch,
+            client_id=f"{settings.app_id}-send",
+        ) as client:
+            summary = send_jsonl(
+                client,
+                stream,
+                total_bytes=None if args.file == "-" else file_size(args.file),
+                rate=args.rate,
+            )
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    for error in summary.errors:
+        print(f"send: {error}", file=sys.stderr)
+    print(
+        f"sent {summary.delivered:,} of {summary.queued:,} events from {summary.lines:,} lines "
+        f"to {settings.raw_topic} in {summary.seconds:.1f}s; {summary.bad:,} bad line(s)"
+    )
+    return 0 if summary.ok else 1
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
@@ -385,6 +446,41 @@ def build_parser() -> argparse.ArgumentParser:
     identity.add_argument("--json", action="store_true", help="print one JSON object")
     _add_setting_flags(identity, ["connections", "ingest"])
     identity.set_defaults(func=_cmd_identity)
+    collector = sub.add_parser(
+        "collector",
+        help="serve the Segment HTTP Tracking API in front of the raw topic",
+        description="Serve Segment's HTTP Tracking API (POST /v1/track, /v1/identify, "
+        "/v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch; GET /healthz, /metrics) and "
+        "publish every accepted message to the raw topic. Needs --write-keys and a broker "
+        "(--kafka HOST:PORT); a worker with write keys set serves the same collector itself.",
+    )
+    _add_setting_flags(collector, ["connections", "topics", "collector", "worker"])
+    collector.set_defaults(func=_cmd_collector)
+
+    send = sub.add_parser(
+        "send",
+        help="publish a JSONL file of Segment events to the raw topic",
+        description="Publish a file of Segment-spec events, one JSON object per line, to the "
+        "raw topic, batched per partition. Bad lines are reported with their number and "
+        "reason and skipped. Exit code 0 if every line was sent, 1 otherwise.",
+    )
+    send.add_argument("file", metavar="FILE.jsonl", help="the events, one per line ('-': stdin)")
+    send.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="send at most this many events per second (default: as fast as possible)",
+    )
+    send.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        metavar="N",
+        help="most events per Kafka record (default 100)",
+    )
+    _add_setting_flags(send, ["connections", "topics", "worker"])
+    send.set_defaults(func=_cmd_send)
 
     settings = sub.add_parser(
         "settings",

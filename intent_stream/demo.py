@@ -77,7 +77,7 @@ def _produce(
     visitor partition per tick, holding a Segment batch."""
     from kafka import KafkaProducer
 
-    from intent_stream.topics import partition_for
+    from intent_stream.client import route_records
 
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka.split(","), linger_ms=5, client_id="intent-demo"
@@ -88,17 +88,13 @@ def _produce(
     try:
         next_tick = time.monotonic()
         while not stop.is_set():
-            by_partition: dict[int, list[dict[str, Any]]] = {}
-            for _ in range(per_tick):
-                event = next(events)
-                visitor = event.get("anonymousId") or event["userId"]
-                partition = partition_for(visitor, settings.partitions)
-                by_partition.setdefault(partition, []).append(event)
-            for partition, batch in by_partition.items():
+            batch = [next(events) for _ in range(per_tick)]
+            for record in route_records(batch, partitions=settings.partitions):
                 producer.send(
                     settings.raw_topic,
-                    value=orjson.dumps({"batch": batch}),
-                    partition=partition,
+                    key=record.key,
+                    value=record.value,
+                    partition=record.partition,
                 )
             with counters.lock:
                 counters.sent += per_tick

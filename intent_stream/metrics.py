@@ -62,6 +62,8 @@ _EVENT_TIME_BUCKETS = (
     4 * 3600.0,
     86400.0,
 )
+# Collector answers wait for the broker's acknowledgement: a few milliseconds when healthy.
+_REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
@@ -260,6 +262,32 @@ class Metrics:
         self.forwarder_redis_errors = Counter(
             p + "forwarder_redis_errors_total",
             "Failed Redis calls of the forwarder (de-duplication; retried with back-off).",
+            registry=registry,
+        )
+
+        # The HTTP collector. ``endpoint`` is one of the collector's route names (or "other")
+        # and ``status`` an HTTP status code, so both label sets stay small.
+        self.collector_requests = Counter(
+            p + "collector_requests_total",
+            "HTTP requests the collector answered, by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.collector_events = Counter(
+            p + "collector_events_total",
+            "Events the collector accepted and the broker acknowledged, by Segment call type.",
+            ["type"],
+            registry=registry,
+        )
+        self.collector_records = Counter(
+            p + "collector_records_total",
+            "Kafka records the collector wrote to the raw topic (one per partition per request).",
+            registry=registry,
+        )
+        self.collector_request_latency = Histogram(
+            p + "collector_request_latency_seconds",
+            "Seconds from a collector request's arrival to its answer (broker ack included).",
+            buckets=_REQUEST_BUCKETS,
             registry=registry,
         )
 
