@@ -40,9 +40,7 @@ def crm_rows(n: int = ROWS, *, seed: int = 42) -> list[tuple[dict[str, Any], boo
     industries, countries = list(INDUSTRIES), list(COUNTRIES)
     rows = []
     for i in range(n):
-        industry = (
-            rng.choice(RARE_INDUSTRIES) if rng.random() < 0.05 else rng.choice(industries)
-        )
+        industry = rng.choice(RARE_INDUSTRIES) if rng.random() < 0.05 else rng.choice(industries)
         employees = max(1, int(math.exp(rng.gauss(4.5, 1.6))))
         revenue = employees * rng.uniform(80_000, 250_000)
         plan = rng.choice(list(PLANS))

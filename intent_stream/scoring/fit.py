@@ -375,9 +375,9 @@ class FitModel:
         if isinstance(raw, bool):
             return f"{name} is {'true' if raw else 'false'}"
         text = str(raw).strip()
-        return f"{name} is {text} (uncommon)" if feature.endswith("=" + _OTHER) else (
-            f"{name} is {text}"
-        )
+        if feature.endswith("=" + _OTHER):  # its weight is the column's rare-value weight
+            return f"{name} is {text} (uncommon)"
+        return f"{name} is {text}"
 
     # -- persistence ---------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -418,6 +418,7 @@ def save_fit_model(model: FitModel, path: str | os.PathLike[str]) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(envelope, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the worker may run as another user
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
