@@ -67,9 +67,9 @@ def test_numbers_are_inferred_from_text_log_scaled_and_clipped():
     assert set(as_text) == {"employees"}  # numeric: one feature named after the column
     mean = math.exp(m.numeric_stats["employees"][1]) - 1
     assert abs(m.features({"employees": mean})["employees"]) < 1e-9
-    assert m.features({"employees": 10**6})["employees"] > m.features({"employees": 5000})[
-        "employees"
-    ]
+    assert (
+        m.features({"employees": 10**6})["employees"] > m.features({"employees": 5000})["employees"]
+    )
     # an absurd outlier is clipped instead of dominating the logit
     assert m.features({"employees": 1e30})["employees"] == m.clip
 
@@ -188,9 +188,7 @@ def test_explain_names_attributes_with_signed_points():
     assert all(r.contribution < 0 for r in bad if r.feature == "industry")
     # a value's points roughly add up to the score's distance from an average lead
     x = {"industry": "Software", "employees": 20000}
-    assert sum(r.contribution for r in m.explain(x)) == pytest.approx(
-        m.score_one(x) - 50, abs=15
-    )
+    assert sum(r.contribution for r in m.explain(x)) == pytest.approx(m.score_one(x) - 50, abs=15)
 
 
 def test_explain_top_limits_each_side():
@@ -233,11 +231,11 @@ def test_save_and_load_fit_model(tmp_path):
 
 
 def test_load_fit_model_errors_name_the_file(tmp_path):
-    with pytest.raises(FitModelError, match="no fit model at .*missing.pkl"):
+    with pytest.raises(FitModelError, match=r"no fit model at .*missing\.pkl"):
         load_fit_model(tmp_path / "missing.pkl")
     corrupt = tmp_path / "corrupt.pkl"
     corrupt.write_bytes(b"\x80\x05not a pickle at all")
-    with pytest.raises(FitModelError, match="corrupt.pkl is not a readable fit model"):
+    with pytest.raises(FitModelError, match=r"corrupt\.pkl is not a readable fit model"):
         load_fit_model(corrupt)
     foreign = tmp_path / "foreign.pkl"
     foreign.write_bytes(pickle.dumps({"some": "thing"}))
