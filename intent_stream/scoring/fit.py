@@ -233,7 +233,10 @@ class FitModel:
             number, t, text = 0.0, 0.0, ""
             kind = type(raw)
             if kind is str:
-                code, number, t, text = _parse_text(raw)
+                # Short cells repeat (industries, countries, numbers) and are cached; long
+                # ones (notes, descriptions) would only fill the cache with unique text.
+                parse = _parse_text if len(raw) <= 64 else _parse_text.__wrapped__
+                code, number, t, text = parse(raw)
             elif raw is None:
                 code = _NONE
             elif kind is bool:
@@ -375,6 +378,7 @@ class FitModel:
         if isinstance(raw, bool):
             return f"{name} is {'true' if raw else 'false'}"
         text = str(raw).strip()
+        text = text if len(text) <= 40 else text[:39] + "…"
         if feature.endswith("=" + _OTHER):  # its weight is the column's rare-value weight
             return f"{name} is {text} (uncommon)"
         return f"{name} is {text}"

@@ -116,6 +116,18 @@ def test_id_like_columns_are_bounded():
     assert len(m.model.weights) <= 51  # 50 tracked ids and the shared (other)
 
 
+def test_long_text_is_a_rare_category_and_is_shortened_in_reasons():
+    m = FitModel(min_labels=10)
+    rng = random.Random(1)
+    for i in range(200):
+        note = f"{i} " + "called, no answer " * 20
+        m.learn_one({"notes": note, "plan": rng.choice(["pro", "free"])}, i % 4 == 0)
+        m.learn_one({"plan": "pro", "notes": ""}, True)
+    assert m.features({"notes": "x" * 500}) == {"notes=(other)": 1.0}
+    reasons = {r.feature: r.text for r in m.explain({"notes": "y" * 500, "plan": "pro"})}
+    assert reasons["notes"].startswith("notes is " + "y" * 39 + "… (uncommon) (-")
+
+
 def test_mixed_column_numbers_and_text_both_count():
     m = FitModel(min_count=1)
     m.learn_one({"employees": "10,000+"}, True)
