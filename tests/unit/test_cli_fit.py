@@ -232,3 +232,16 @@ def test_train_writes_to_the_fit_model_path_setting(tmp_path, crm_csv):
     result = json.loads(done.stdout)
     assert result["model_path"] == str(target)
     assert load_fit_model(target).n_labels == result["n"] == 2000
+
+
+def test_semicolons_and_a_byte_order_mark_are_read(tmp_path, fit):
+    rows = crm_rows(300)
+    path = tmp_path / "excel.csv"
+    with path.open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, delimiter=";")
+        writer.writeheader()
+        writer.writerows(rows)
+    as_semicolons = backtest_json(path, "--json", runner=fit)
+    as_commas = backtest_json(write_csv(tmp_path / "plain.csv", rows), "--json", runner=fit)
+    assert as_semicolons == as_commas
+    assert as_commas["n"] == 300
