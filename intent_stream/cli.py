@@ -8,9 +8,13 @@ defaults.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import logging
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from intent_stream.settings import Settings, SettingsError, env_name, setting_fields
@@ -29,6 +33,8 @@ commands:
   settings  print the effective settings (secrets masked), or the README table
   alerts    'alerts tail' prints hot-lead alerts as they arrive; 'alerts forward' posts
             each one, once, to a Slack or any other webhook
+  fit       backtest the fit model on a CRM export (progressive validation), or train it
+            and store it for the engine
 
 Settings come from flags, then INTENT_STREAM_* environment variables, then defaults.
 Run 'intent-stream COMMAND --help' for a command's options.
@@ -372,6 +378,240 @@ def _add_alerts_parser(sub: Any) -> None:
     fwd.set_defaults(func=_cmd_alerts_forward)
 
 
+# -- fit backtest / fit train ----------------------------------------------------------------
+# Label values understood without --positive (case and surrounding spaces ignored); other
+# numbers count as positive when non-zero. Anything else needs --positive.
+_POSITIVE_LABELS = frozenset(
+    {"1", "true", "t", "yes", "y", "won", "closed won", "closed-won", "converted", "customer"}
+)
+_NEGATIVE_LABELS = frozenset(
+    {"0", "false", "f", "no", "n", "lost", "closed lost", "closed-lost", "not converted"}
+)
+_FIT_PROGRESS_EVERY = 10_000
+
+
+class FitInputError(ValueError):
+    """The CSV or the options given to ``fit`` cannot be used; the message says why."""
+
+
+def _fit_label(raw: str | None, positive: str | None, row: int) -> bool | None:
+    """The label of one cell: ``None`` for an empty cell (the row is skipped)."""
+    from intent_stream.scoring.fit import MISSING_VALUES
+
+    text = (raw or "").strip().casefold()
+    if text in MISSING_VALUES:
+        return None
+    if positive is not None:
+        return text == positive.strip().casefold()
+    if text in _POSITIVE_LABELS:
+        return True
+    if text in _NEGATIVE_LABELS:
+        return False
+    try:
+        return float(text) != 0.0
+    except ValueError:
+        raise FitInputError(
+            f"row {row}: label {raw!r} is neither a positive value (1, true, yes, won, ...) "
+            "nor a negative one (0, false, no, lost, ...); name the positive class with "
+            "--positive VALUE"
+        ) from None
+
+
+def _fit_order_key(values: list[str | None]) -> Callable[[int], tuple[int, Any]]:
+    """Sort key for --order: numeric if every non-empty value is a number, else text."""
+    from intent_stream.scoring.fit import MISSING_VALUES, parse_number
+
+    present = [v.strip() for v in values if v is not None and v.strip()]
+    present = [v for v in present if v.casefold() not in MISSING_VALUES]
+    numbers = [parse_number(v) for v in present]
+    numeric = all(n is not None for n in numbers)
+
+    def key(i: int) -> tuple[int, Any]:
+        value = (values[i] or "").strip()
+        if not value or value.casefold() in MISSING_VALUES:
+            return (1, 0.0 if numeric else "")  # rows without a value go last, in file order
+        return (0, parse_number(value) if numeric else value)
+
+    return key
+
+
+def _fit_rows(args: argparse.Namespace) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Stream ``(attributes, label)`` from the CSV, as ``--label/--drop/--order`` say."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise FitInputError(f"no such file: {path}")
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        sample = fh.read(65536)
+        fh.seek(0)
+        try:
+            dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(fh, dialect=dialect)
+        columns = [c for c in (reader.fieldnames or []) if c is not None]
+        if not columns:
+            raise FitInputError(f"{path} is empty (no header row)")
+        shown = ", ".join(columns)
+        wanted = [("--label", args.label)] + [("--drop", c) for c in args.drop]
+        if args.order:
+            wanted.append(("--order", args.order))
+        for option, column in wanted:
+            if column not in columns:
+                raise FitInputError(f"{option}: no column {column!r} in {path}; columns: {shown}")
+        ignored = {args.label, *args.drop, *([args.order] if args.order else [])}
+        features = [c for c in columns if c not in ignored]
+        records: Any = enumerate(reader, start=2)  # row 1 is the header
+        if args.order:
+            loaded = list(records)
+            key = _fit_order_key([r.get(args.order) for _, r in loaded])
+            records = (loaded[i] for i in sorted(range(len(loaded)), key=key))
+        skipped = 0
+        for number, record in records:
+            label = _fit_label(record.get(args.label), args.positive, number)
+            if label is None:
+                skipped += 1
+                continue
+            yield {c: record.get(c) for c in features}, label
+        if skipped:
+            rows = "row" if skipped == 1 else "rows"
+            print(f"fit: skipped {skipped:,} {rows} with an empty label", file=sys.stderr)
+
+
+def _fit_backtest(args: argparse.Namespace) -> Any:
+    from intent_stream.scoring import backtest
+
+    def progress(done: int) -> None:
+        print(f"fit: {done:,} rows", file=sys.stderr, flush=True)
+
+    return backtest(_fit_rows(args), progress=progress, progress_every=_FIT_PROGRESS_EVERY)
+
+
+def _fit_report(args: argparse.Namespace, result: Any, extra: dict[str, Any]) -> None:
+    metrics: dict[str, Any] = result.as_dict()
+    one_class = result.n > 0 and result.positives in (0, result.n)
+    if one_class:
+        kind = "positive" if result.positives else "negative"
+        print(
+            f"fit: every labelled row is {kind}: ROC AUC and PR AUC are undefined "
+            "(check --label and --positive)",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps({**metrics, **extra}))
+        return
+    if result.n == 0:
+        print(f"{args.file}: no labelled rows")
+        return
+    undefined = "undefined (one class only)"
+
+    def show(value: float | None) -> str:
+        return undefined if value is None or math.isnan(value) else f"{value:.3f}"
+
+    print(f"fit {args.action} on {args.file} (each row scored before it is learned)")
+    print(f"  {'ROC AUC':<10} {show(metrics['roc_auc'])}")
+    print(f"  {'PR AUC':<10} {show(metrics['pr_auc'])}")
+    print(f"  {'log loss':<10} {show(metrics['log_loss'])}")
+    print(f"  {'rows':<10} {result.n:,} ({result.positives:,} positive)")
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from intent_stream.scoring import FitModelError, save_fit_model
+
+    try:
+        result = _fit_backtest(args)
+    except FitInputError as exc:
+        print(f"intent-stream: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "backtest":
+        _fit_report(args, result, {})
+        return 0
+    if not result.model.ready:
+        print(
+            f"intent-stream: not writing a fit model: it needs at least "
+            f"{result.model.min_labels} labelled rows with both classes "
+            f"(got {result.n:,}, {result.positives:,} positive)",
+            file=sys.stderr,
+        )
+        return 1
+    target = args.output or _settings(args).fit_model_path
+    try:
+        written = save_fit_model(result.model, target)
+    except (OSError, FitModelError) as exc:
+        print(f"intent-stream: cannot write the fit model to {target}: {exc}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"wrote fit model to {written} ({result.n:,} labelled rows)")
+    _fit_report(args, result, {"model_path": str(written)})
+    return 0
+
+
+def _add_fit_parser(sub: Any) -> None:
+    fit = sub.add_parser(
+        "fit",
+        help="backtest the fit model on a CRM export, or train it for the engine",
+        description="The fit model scores accounts and leads 0-100 from firmographic and lead "
+        "attributes (any CSV column; numbers and categories are inferred, empty cells "
+        "handled). 'backtest' streams a labelled CSV through it, scoring each row before "
+        "learning it, and prints ROC AUC, PR AUC, log loss and rows; 'train' does the same "
+        "and stores the warmed model for the engine.",
+    )
+    actions = fit.add_subparsers(dest="action", metavar="ACTION", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("file", metavar="FILE.csv", help="CRM export with a header row")
+    common.add_argument(
+        "--label", required=True, metavar="COL", help="column saying whether the row converted"
+    )
+    common.add_argument(
+        "--positive",
+        metavar="VALUE",
+        help="label value of the positive class (case-insensitive; other values are "
+        "negative). Without it: 1/true/yes/y/t/won/closed won/converted/customer are "
+        "positive, 0/false/no/n/f/lost/closed lost/not converted negative, other numbers "
+        "positive when non-zero. Rows with an empty label are skipped",
+    )
+    common.add_argument(
+        "--drop",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns that are not attributes (ids, outcomes, leaks); repeatable",
+    )
+    common.add_argument(
+        "--order",
+        metavar="COL",
+        help="stream rows sorted by this column (numbers if all values are, else as text, "
+        "so ISO dates sort in time); empty values last. Default: file order. The column is "
+        "not used as an attribute",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: roc_auc, pr_auc, log_loss (null when undefined), n",
+    )
+    backtest = actions.add_parser(
+        "backtest",
+        parents=[common],
+        help="progressive validation on a labelled CSV",
+        description="Stream the CSV through the engine's fit model, scoring each row before "
+        "learning it, and print ROC AUC, PR AUC (average precision), log loss and rows.",
+    )
+    backtest.set_defaults(func=_cmd_fit)
+    train = actions.add_parser(
+        "train",
+        parents=[common],
+        help="backtest, then store the warmed model for the engine",
+        description="Backtest as 'fit backtest' does, then write the warmed model (a pickle) "
+        "to --output, or to INTENT_STREAM_FIT_MODEL_PATH (default fit-model.pkl).",
+    )
+    train.add_argument(
+        "--output",
+        metavar="PATH",
+        help="where to write the model (overrides INTENT_STREAM_FIT_MODEL_PATH)",
+    )
+    train.set_defaults(func=_cmd_fit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -494,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(settings, list(_GROUP_TITLES))
     settings.set_defaults(func=_cmd_settings)
     _add_alerts_parser(sub)
+    _add_fit_parser(sub)
     return parser
 
 

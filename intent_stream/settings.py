@@ -193,6 +193,12 @@ class Settings:
         "Minimum event-time seconds between two alerts for one account.",
         group="alerts",
     )
+    fit_model_path: str = _opt(
+        "fit-model.pkl",
+        "Fit model file: 'intent-stream fit train' writes it, the engine loads it "
+        "(relative paths are from the working directory).",
+        group="alerts",
+    )
 
     # -- alert forwarding (intent-stream alerts forward) ---------------------------------
     webhook: str = _opt(
@@ -319,6 +325,8 @@ def _validate(s: Settings) -> Iterator[str]:
             f"need 0 <= {env_name('alert_exit')} <= {env_name('alert_enter')} <= 100 "
             f"(got exit={s.alert_exit}, enter={s.alert_enter})"
         )
+    if not s.fit_model_path.strip():
+        yield f"{env_name('fit_model_path')} must not be empty"
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         yield f"{env_name('log_level')} must be debug, info, warning or error"
     if s.redis != EMBEDDED and not s.redis.startswith(("redis://", "rediss://", "unix://")):

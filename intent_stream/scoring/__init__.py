@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+from intent_stream.scoring.backtest import (
+    BacktestResult,
+    average_precision,
+    backtest,
+    log_loss,
+    roc_auc,
+)
+from intent_stream.scoring.fit import (
+    BAND_MODERATE,
+    BAND_STRONG,
+    FitBand,
+    FitModel,
+    FitModelError,
+    fit_band,
+    load_fit_model,
+    save_fit_model,
+)
 from intent_stream.scoring.intent import IntentModel, PointsPrior, Reason
 from intent_stream.scoring.policy import HotLeadPolicy, PolicyState, alert_id
 from intent_stream.scoring.signals import (
@@ -14,10 +31,16 @@ from intent_stream.scoring.signals import (
 )
 
 __all__ = [
+    "BAND_MODERATE",
+    "BAND_STRONG",
     "DEFAULT_SIGNALS",
     "HIGH_INTENT",
     "OUTCOMES",
     "AccountSignals",
+    "BacktestResult",
+    "FitBand",
+    "FitModel",
+    "FitModelError",
     "HotLeadPolicy",
     "IntentModel",
     "PointsPrior",
@@ -25,5 +48,12 @@ __all__ = [
     "Reason",
     "SignalSpec",
     "alert_id",
+    "average_precision",
+    "backtest",
     "classify",
+    "fit_band",
+    "load_fit_model",
+    "log_loss",
+    "roc_auc",
+    "save_fit_model",
 ]
