@@ -93,11 +93,18 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         value_serializer="raw",
     )
     topics = declare(app, settings)
-    accounts = app.Table(
-        ACCOUNT_STATE_TABLE,
-        default=None,
-        partitions=settings.partitions,
-        key_type=str,  # JSON-encoded in the changelog (Faust's default for typed keys)
+    roles = settings.agent_set
+    # A table is declared only by the workers whose agent uses it: Faust recovers every
+    # declared table's changelog at start.
+    accounts = (
+        app.Table(
+            ACCOUNT_STATE_TABLE,
+            default=None,
+            partitions=settings.partitions,
+            key_type=str,  # JSON-encoded in the changelog (Faust's default for typed keys)
+        )
+        if "score" in roles
+        else {}
     )
     processor = AccountProcessor(
         model=IntentModel(),
@@ -107,7 +114,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             cooldown_s=settings.alert_cooldown,
         ),
     )
-    pending = app.Table(PENDING_TABLE, default=None, partitions=settings.partitions, key_type=str)
+    pending = (
+        app.Table(PENDING_TABLE, default=None, partitions=settings.partitions, key_type=str)
+        if "ingest" in roles
+        else {}
+    )
     client = redis_client(settings)
     read_model = RedisReadModel(
         client,
@@ -145,8 +156,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     from intent_stream.agents import collector, score, web
     from intent_stream.agents import ingest as ingest_agent
 
-    ingest_agent.register(engine)
-    score.register(engine)
+    if "ingest" in roles:
+        ingest_agent.register(engine)
+    if "score" in roles:
+        score.register(engine)
     collector.register(engine)
     web.register(engine)
     return engine

@@ -30,7 +30,6 @@ Exceptions::
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import stat
@@ -137,17 +136,11 @@ def route_records(
     """
     groups: dict[int, list[Mapping[str, Any]]] = {}
     for message in messages:
-        groups.setdefault(_partition(visitor_key(message), partitions), []).append(message)
+        groups.setdefault(partition_for(visitor_key(message), partitions), []).append(message)
     out: list[RawRecord] = []
     for partition, group in groups.items():
         out.extend(_encode(partition, group, max_record_bytes))
     return out
-
-
-@functools.lru_cache(maxsize=65_536)
-def _partition(key: str, partitions: int) -> int:
-    # murmur2 is pure Python (~18 us a key) and a visitor sends many events: remember it.
-    return partition_for(key, partitions)
 
 
 def _encode(partition: int, group: list[Mapping[str, Any]], limit: int) -> list[RawRecord]:
@@ -448,7 +441,7 @@ class IntentClient:
         missing; a message carrying ``originalTimestamp`` keeps it instead of a timestamp.
         """
         msg = prepare_message(message)
-        partition = _partition(visitor_key(msg), self.partitions)
+        partition = partition_for(visitor_key(msg), self.partitions)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the client is closed")

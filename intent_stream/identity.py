@@ -201,6 +201,7 @@ class IdentityGraph:
     def __init__(self, *, freemail: frozenset[str] = FREEMAIL_DOMAINS) -> None:
         self.freemail = freemail
         self._person: dict[str, str] = {}  # anon node -> user node
+        self._cookies: dict[str, set[str]] = {}  # user node -> its anon nodes (reverse index)
         self._account: dict[str, tuple[str, str]] = {}  # node -> (account id, via)
 
     def __len__(self) -> int:
@@ -226,19 +227,36 @@ class IdentityGraph:
 
     def apply(self, edge: IdentityEdge) -> bool:
         """Apply an edge learned elsewhere; return whether anything changed."""
-        table: dict[str, Any] = self._person if edge.kind == "person" else self._account
+        if edge.kind == "person":
+            return self._apply_person(edge.node, edge.target)
         if edge.target is None:
-            return table.pop(edge.node, None) is not None
-        value: Any = edge.target if edge.kind == "person" else (edge.target, edge.via)
-        if table.get(edge.node) == value:
+            return self._account.pop(edge.node, None) is not None
+        value = (edge.target, edge.via)
+        if self._account.get(edge.node) == value:
             return False
-        table[edge.node] = value
+        self._account[edge.node] = value
+        return True
+
+    def _apply_person(self, anon: str, user: str | None) -> bool:
+        old = self._person.get(anon)
+        if old == user:
+            return False
+        if old is not None:
+            cookies = self._cookies[old]
+            cookies.discard(anon)
+            if not cookies:
+                del self._cookies[old]
+        if user is None:
+            del self._person[anon]
+        else:
+            self._person[anon] = user
+            self._cookies.setdefault(user, set()).add(anon)
         return True
 
     def forget(self, node: str) -> list[IdentityEdge]:
         """Tombstones for every edge of ``node`` (and the cookies linked to it), applied."""
         doomed = [("person", node), ("account", node)]
-        doomed += [("person", anon) for anon, user in self._person.items() if user == node]
+        doomed += [("person", anon) for anon in sorted(self._cookies.get(node, ()))]
         doomed += [("account", anon) for anon, _ in doomed[2:]]
         edges = [IdentityEdge(kind, n, None, "forget", 0.0) for kind, n in doomed]
         return [e for e in edges if self.apply(e)]
@@ -251,7 +269,7 @@ class IdentityGraph:
             "account": account[0] if account else None,
             "via": account[1] if account else None,
             "person": self._person.get(node),
-            "cookies": sorted(a for a, u in self._person.items() if u == node),
+            "cookies": sorted(self._cookies.get(node, ())),
         }
 
     def edges(self) -> Iterator[IdentityEdge]:

@@ -123,6 +123,7 @@ class IngestProcessor:
             out.dead_letters.append(DeadLetter(exc.reason, exc.detail, value))
             return out
         big = value is not None and len(value) > 32_000
+        arrived = iso(received_at)
         for raw in raw_messages:
             try:
                 body = check_message(raw, check_size=big)
@@ -130,13 +131,16 @@ class IngestProcessor:
             except Rejected as exc:
                 out.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
                 continue
-            out.messages.append(Message(self._normalise(body, ts, received_at), ts))
+            out.messages.append(Message(self._normalise(body, ts, arrived), ts))
         return out
 
-    def _normalise(self, body: dict[str, Any], ts: float, received_at: float) -> dict[str, Any]:
+    def _normalise(self, body: dict[str, Any], ts: float, arrived: str) -> dict[str, Any]:
         body = dict(body)
-        body["timestamp"] = iso(ts)
-        body.setdefault("receivedAt", iso(received_at))
+        stamp = body.get("timestamp")
+        # An ISO-8601 UTC timestamp is already what we would write: keep it (formatting costs).
+        if not (isinstance(stamp, str) and stamp.endswith("Z")):
+            body["timestamp"] = iso(ts)
+        body.setdefault("receivedAt", arrived)
         pseudo = self.pseudonymiser
         for name in _PERSON_FIELDS:
             value = body.get(name)

@@ -100,6 +100,13 @@ class Settings:
         "Faust app id: consumer group and changelog topic prefix.",
         group="worker",
     )
+    agents: str = _opt(
+        "ingest,score",
+        "Agents this worker runs: 'ingest' (raw topic -> account topic), 'score' (account "
+        "topic -> state, alerts) or both. Workers with different agents need different "
+        "app ids (consumer groups).",
+        group="worker",
+    )
     store: str = _opt(
         "memory://", "Faust table store (memory:// or rocksdb:// if installed).", group="worker"
     )
@@ -252,6 +259,11 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
+    def agent_set(self) -> frozenset[str]:
+        """The agents this worker runs."""
+        return frozenset(a.strip() for a in self.agents.split(",") if a.strip())
+
+    @property
     def write_key_set(self) -> frozenset[str]:
         """The collector's accepted write keys."""
         return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
@@ -335,6 +347,8 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('collector_port')} must be a TCP port (got {s.collector_port})"
     if s.dedup_window < 0:
         yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
+    if not s.agent_set or not s.agent_set <= {"ingest", "score"}:
+        yield f"{env_name('agents')} must name 'ingest', 'score' or both (got {s.agents!r})"
     if s.max_clock_skew < 0:
         yield f"{env_name('max_clock_skew')} must be 0 or more (got {s.max_clock_skew})"
     if s.pending_max_events < 0:

@@ -52,13 +52,8 @@ def register(engine: Engine) -> None:
                 metrics.score_latency.observe(max(0.0, now - view.event_time))
 
     @app.timer(engine.settings.redis_flush_interval)  # type: ignore[untyped-decorator]
-    async def flush_read_model() -> None:
-        await engine.read_model.flush()
+    async def count_accounts() -> None:
         metrics.accounts.set(len(engine.accounts))
-
-    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
-    async def final_flush(app: Any, **kwargs: Any) -> None:
-        await engine.read_model.flush()
 
 
 def _observe_model(metrics: Metrics, model: IntentModel) -> None:

@@ -1,4 +1,5 @@
-"""HTTP views on the worker's web server: Prometheus metrics and a health check."""
+"""What every worker runs whatever its agents: the Redis read-model flush, Prometheus metrics
+and a health check on the web server."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ __all__ = ["register"]
 def register(engine: Engine) -> None:
     app = engine.app
 
+    @app.timer(engine.settings.redis_flush_interval)  # type: ignore[untyped-decorator]
+    async def flush_read_model() -> None:
+        await engine.read_model.flush()
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def final_flush(app: Any, **kwargs: Any) -> None:
+        await engine.read_model.flush()
+
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics(web: Any, request: Any) -> Any:
         # CONTENT_TYPE carries a charset parameter, which aiohttp wants separately.
@@ -22,4 +31,10 @@ def register(engine: Engine) -> None:
 
     @app.page("/healthz")  # type: ignore[untyped-decorator]
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "app_id": engine.settings.app_id})
+        return web.json(
+            {
+                "status": "ok",
+                "app_id": engine.settings.app_id,
+                "agents": sorted(engine.settings.agent_set),
+            }
+        )
