@@ -107,7 +107,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
         return 2
     if args.action == "list":
         for spec in topic_specs(settings):
-            print(f"{spec.name:48} {spec.partitions:3d}  key: {spec.key}")
+            print(f"{spec.name:48} {spec.partitions:3d}  {spec.schema or '-':24}  key: {spec.key}")
         return 0
     wait_for_broker(settings)
     created = ensure_topics(settings)

@@ -65,13 +65,19 @@ class TopicMismatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic's name, partition count and configuration, with what its records hold."""
+    """A topic's name, partition count and configuration, with what its records hold.
+
+    ``schema`` names the JSON Schema of its values in ``intent_stream/schemas``
+    (:func:`intent_stream.schemas.load_schema`); None where the values are other records'
+    bytes, unchanged (dead-letter topics), or Faust's own (table changelogs).
+    """
 
     name: str
     partitions: int
     key: str
     value: str
     config: dict[str, str] = field(default_factory=dict)
+    schema: str | None = None
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -96,31 +102,36 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             n,
             key="visitor key: anonymousId, else userId (any key is accepted)",
             value="one Segment-spec event (JSON object), a JSON array of them, or {'batch': [...]}",
+            schema="raw-record.v1.json",
         ),
         TopicSpec(
             settings.events_topic,
             n,
             key="account id (UTF-8)",
-            value="one Segment-spec event (JSON object), a JSON array of them, or {'batch': [...]}",
+            value="one Segment-spec event (JSON object), a JSON array of them, or {'batch': [...]};"
+            " the ingest agent writes {'src': [partition, offset], 'batch': [...]}",
+            schema="account-events.v1.json",
         ),
         TopicSpec(
             settings.alerts_topic,
             n,
             key="account id (UTF-8)",
             value="hot-lead alert (JSON object, see README)",
+            schema="sales-alert.v1.json",
         ),
         TopicSpec(
             settings.dlq_topic,
             n,
             key="the rejected record's key, unchanged",
-            value="the rejected record's bytes, unchanged; reason and origin in dlq.* headers",
+            value="the rejected record's bytes, unchanged (any bytes, so no value schema); "
+            "reason and origin in dlq.* headers",
         ),
         TopicSpec(
             settings.alerts_dlq_topic,
             n,
             key="the alert's key (account id), unchanged",
-            value="the refused alert's bytes, unchanged; ce_* headers kept, status and reason "
-            "in dlq.* headers",
+            value="the refused alert's bytes, unchanged (no value schema of its own); ce_* "
+            "headers kept, status and reason in dlq.* headers",
         ),
         TopicSpec(
             changelog_topic(settings, ACCOUNT_STATE_TABLE),
@@ -132,9 +143,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.identity_topic,
             n,
-            key="identity node, e.g. 'anon:c-81f2', 'user:u-1' (UTF-8)",
-            value="identity edge (JSON object): node, account, via, ts; null to undo",
+            key="edge kind and node, e.g. 'person|anon:c-81f2', 'account|user:u-1' (UTF-8)",
+            value="identity edge (JSON object): kind, node, target, via, ts; null to undo",
             config={"cleanup.policy": "compact"},
+            schema="identity-edge.v1.json",
         ),
         TopicSpec(
             changelog_topic(settings, PENDING_TABLE),
