@@ -183,7 +183,7 @@ def parse_event(obj: Any) -> Event:
     if not isinstance(obj, dict):
         raise Rejected("not_an_event", "an event must be a JSON object")
     kind = obj.get("type")
-    if kind not in SEGMENT_TYPES:
+    if not isinstance(kind, str) or kind not in SEGMENT_TYPES:
         raise Rejected(
             "bad_type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}", field="type"
         )
@@ -239,7 +239,7 @@ def check_message(obj: Any, *, check_size: bool = False) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise Rejected("not_an_event", "an event must be a JSON object")
     kind = obj.get("type")
-    if kind not in SEGMENT_TYPES:
+    if not isinstance(kind, str) or kind not in SEGMENT_TYPES:
         raise Rejected(
             "bad_type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}", field="type"
         )
@@ -258,6 +258,9 @@ def check_message(obj: Any, *, check_size: bool = False) -> dict[str, Any]:
         raise Rejected("bad_field", "group needs 'groupId'", field="groupId")
     elif kind == "alias" and _id(obj, "previousId") is None:
         raise Rejected("bad_field", "alias needs 'previousId'", field="previousId")
+    context = obj.get("context")
+    if isinstance(context, dict) and context.get("groupId") is not None:
+        _id(context, "groupId")
     for name in _OBJECT_FIELDS:
         value = obj.get(name)
         if value is not None and not isinstance(value, dict):

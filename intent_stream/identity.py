@@ -96,6 +96,8 @@ FREEMAIL_DOMAINS = frozenset(
     }
 )
 
+#: Longer account ids are not account evidence (the event topic rejects them).
+_MAX_ACCOUNT_ID = 256
 #: How explicit each kind of account evidence is; higher wins.
 VIA_RANK = {"email_domain": 1, "company": 2, "context": 3, "group": 4}
 
@@ -327,10 +329,10 @@ class IdentityGraph:
             company = traits.get("company")
             if isinstance(company, dict):
                 cid = _str_id(company.get("id"))
-                if cid is not None:
+                if cid is not None and len(cid) <= _MAX_ACCOUNT_ID:
                     return [(cid, "company")]
             domain = email_domain(traits.get("email"), self.freemail)
-            if domain is not None:
+            if domain is not None and len(domain) <= _MAX_ACCOUNT_ID:
                 return [(domain, "email_domain")]
         return []
 

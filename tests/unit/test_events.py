@@ -81,3 +81,14 @@ def test_offset_timestamps_are_converted_to_utc():
     a = parse_event(_event(timestamp="2026-11-20T12:00:00+02:00"))
     b = parse_event(_event(timestamp="2026-11-20T10:00:00Z"))
     assert a.ts == b.ts
+
+
+def test_an_unhashable_type_or_an_overlong_account_is_rejected_not_raised():
+    from intent_stream.events import check_message
+
+    with pytest.raises(Rejected) as info:
+        check_message({"type": {"x": 1}, "userId": "u"})
+    assert info.value.reason == "bad_type"
+    with pytest.raises(Rejected) as info:
+        check_message({"type": "page", "userId": "u", "context": {"groupId": "a" * 300}})
+    assert info.value.field == "groupId"
