@@ -135,6 +135,7 @@ def main() -> None:
             web_port=free_port(),
             redis_prefix=f"bench:{tag}:",
             log_level="warning",
+            producer_linger_ms=int(os.environ.get("BENCH_LINGER_MS", "10")),
         )
         ensure_topics(settings)
         recs, total = raw_records()
