@@ -134,6 +134,15 @@ class PointsPrior:
         return 100.0 * (1.0 - math.exp(-self.points(x) / self.scale))
 
 
+#: Features the regression sees through ``log1p`` (counts of people, days of silence): on
+#: their raw scale (0-90 days) plain SGD steps overshoot; signal counts are log1p already.
+_LOG_INPUTS = frozenset({"people", "senior_people", "recency_days"})
+
+
+def _inputs(x: Mapping[str, float]) -> dict[str, float]:
+    return {k: (math.log1p(max(v, 0.0)) if k in _LOG_INPUTS else v) for k, v in x.items()}
+
+
 class IntentModel:
     """P(opportunity soon) from an online logistic regression, blended with the prior."""
 
@@ -160,13 +169,13 @@ class IntentModel:
         return self.n_labels / (self.n_labels + self.blend_labels)
 
     def learn_one(self, x: Mapping[str, float], y: bool) -> None:
-        self.model.learn_one(dict(x), y)
+        self.model.learn_one(_inputs(x), y)
         self.n_labels += 1
         self.n_positive += int(y)
 
     def predict_proba_one(self, x: Mapping[str, float]) -> float:
         """The learned model's probability alone."""
-        proba = self.model.predict_proba_one(dict(x))  # type: ignore[no-untyped-call]
+        proba = self.model.predict_proba_one(_inputs(x))  # type: ignore[no-untyped-call]
         return float(proba.get(True, 0.0))
 
     def score_one(self, x: Mapping[str, float]) -> float:
@@ -193,7 +202,7 @@ class IntentModel:
         contrib = {k: (1.0 - w) * v for k, v in self._prior.contributions(x).items()}
         if w:
             weights = self.model.weights
-            for name, value in x.items():
+            for name, value in _inputs(x).items():
                 c = w * 10.0 * weights.get(name, 0.0) * value
                 if c:
                     contrib[name] = contrib.get(name, 0.0) + c
