@@ -14,7 +14,7 @@ account keeps a few *snapshots* of its features in its own state, and:
 Snapshots are spaced ``horizon / snapshots`` apart (one per slot of event time in which the
 account was active; a later event in the same slot replaces the slot's snapshot, so each slot
 keeps the account's last state in it), so an account never holds more than ``snapshots + 1``
-of them. Each is stored as ``[ts, [values...]]`` in the order of ``features`` (rounded, zeros
+of them. Each is stored as ``[ts, [values...]]`` in the order of ``features`` (two decimals, zeros
 trimmed): about 60-120 bytes of JSON.
 
 The object is configuration; the per-account state is a plain list owned by the caller (it
@@ -25,9 +25,9 @@ lives in the account's table value), so nothing is rebuilt per event.
 >>> labels.observe(pending, {"pricing_view": 1.0986, "people": 2.0}, ts=0.0)
 >>> labels.observe(pending, {"pricing_view": 0.5}, ts=5 * 86400.0)
 >>> pending
-[[0, [1.099, 2.0]], [432000, [0.5]]]
+[[0, [1.1, 2.0]], [432000, [0.5]]]
 >>> labels.outcome(pending, ts=20 * 86400.0, positive=True)
-[({'pricing_view': 1.099, 'people': 2.0}, True), ({'pricing_view': 0.5}, True)]
+[({'pricing_view': 1.1, 'people': 2.0}, True), ({'pricing_view': 0.5}, True)]
 >>> labels.observe(pending, {"pricing_view": 0.1}, ts=21 * 86400.0)
 >>> labels.expire(pending, now=50 * 86400.0)  # nothing happened within 30 days: negative
 []
@@ -85,7 +85,7 @@ class DelayedLabels:
         """``x`` as values in :attr:`features` order, rounded, trailing zeros dropped.
 
         >>> DelayedLabels(features=("a", "b", "c")).encode({"b": 0.123456, "z": 9.0})
-        [0, 0.123]
+        [0, 0.12]
         """
         values: list[float] = [0] * len(self.features)
         last = -1
@@ -93,7 +93,7 @@ class DelayedLabels:
         for name, value in x.items():
             i = index.get(name)
             if i is not None and value:
-                values[i] = round(value, 3)
+                values[i] = round(value, 2)
                 last = max(last, i)
         del values[last + 1 :]
         return values
