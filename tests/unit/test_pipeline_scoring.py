@@ -60,7 +60,8 @@ def test_snapshots_expire_as_negatives_when_the_accounts_clock_passes_the_horizo
     _feed(proc, table, [[_ev("quiet", 0.0)]])
     (result,) = _feed(proc, table, [[_ev("quiet", 31 * DAY)]])
     assert result.labels == {"expired": 1}
-    assert proc.model.n_labels == 1 and proc.model.n_positive == 0
+    assert proc.model.n_labels == 1
+    assert proc.model.n_positive == 0
     assert len(table["quiet"]["snap"]) == 1  # the new activity waits for its own label
 
 

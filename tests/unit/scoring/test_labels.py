@@ -69,7 +69,7 @@ def test_pending_snapshots_are_bounded_even_without_expiry():
 
 
 def test_bad_configuration_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="horizon_days must be positive"):
         DelayedLabels(horizon_days=0, features=FEATURES)
 
 
@@ -98,10 +98,12 @@ def test_a_burst_on_a_new_topic_of_an_old_account_surges_once():
 
 def test_progressive_validation_window_and_pickle():
     health = ProgressiveValidation(window=3)
-    assert health.roc_auc() is None and health.log_loss() is None
+    assert health.roc_auc() is None
+    assert health.log_loss() is None
     for p, y in [(0.1, False), (0.9, True), (0.8, True), (0.2, False)]:
         health.update(p, y)
-    assert health.n == 4 and len(health.pairs) == 3
+    assert health.n == 4
+    assert len(health.pairs) == 3
     clone = pickle.loads(pickle.dumps(health))
     assert clone.roc_auc() == health.roc_auc() == 1.0
     clone.update(0.5, True)
