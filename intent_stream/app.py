@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -18,11 +19,19 @@ from intent_stream.ingest import IngestProcessor
 from intent_stream.metrics import Metrics
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.readmodel import RedisReadModel
-from intent_stream.scoring import HotLeadPolicy, IntentModel
+from intent_stream.scoring import (
+    FEATURES,
+    DelayedLabels,
+    FitModel,
+    FitModelError,
+    HotLeadPolicy,
+    IntentModel,
+    load_fit_model,
+)
 from intent_stream.settings import Settings
 from intent_stream.topics import ACCOUNT_STATE_TABLE, PENDING_TABLE, Topics, declare
 
-__all__ = ["Engine", "create_app", "redis_client"]
+__all__ = ["Engine", "create_app", "initial_fit_model", "redis_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,24 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
     )
+
+
+def initial_fit_model(settings: Settings) -> FitModel:
+    """The fit model at ``settings.fit_model_path`` if there is one, else a fresh one.
+
+    A file that is there but unusable is logged (with the reason) and replaced by a fresh
+    model: the worker must not refuse to score intent over a bad fit file.
+    """
+    path = Path(settings.fit_model_path)
+    if not path.exists():
+        return FitModel()
+    try:
+        model = load_fit_model(path)
+    except FitModelError as exc:
+        logger.warning("%s; the fit model starts fresh", exc)
+        return FitModel()
+    logger.info("loaded the fit model from %s (%d labels)", path, model.n_labels)
+    return model
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Engine:
@@ -113,6 +140,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             exit=settings.alert_exit,
             cooldown_s=settings.alert_cooldown,
         ),
+        labels=DelayedLabels(
+            horizon_days=settings.intent_horizon_days,
+            snapshots=settings.label_snapshots,
+            features=FEATURES,
+        ),
+        fit=initial_fit_model(settings) if "score" in roles else FitModel(),
     )
     pending = (
         app.Table(PENDING_TABLE, default=None, partitions=settings.partitions, key_type=str)

@@ -30,6 +30,7 @@ commands:
   send      publish a JSONL file of Segment events to the raw topic
   topics    create (or check) every topic the engine needs, with its partition count
   identity  show a person's, cookie's or account's identity graph (from Redis)
+  accounts  'accounts top' prints the accounts with the highest intent scores (from Redis)
   settings  print the effective settings (secrets masked), or the README table
   alerts    'alerts tail' prints hot-lead alerts as they arrive; 'alerts forward' posts
             each one, once, to a Slack or any other webhook
@@ -167,6 +168,48 @@ def _cmd_identity(args: argparse.Namespace) -> int:
     if not found and not members:
         print(f"identity: nothing known about {args.id!r} in {settings.redis_prefix}identity:*")
         return 1
+    return 0
+
+
+def _cmd_accounts(args: argparse.Namespace) -> int:
+    import orjson
+    import redis
+
+    from intent_stream.readmodel import account_key, by_score_key, top_rows
+
+    settings = _settings(args)
+    if settings.redis_embedded:
+        print("accounts: give the worker's Redis with --redis URL (or INTENT_STREAM_REDIS)")
+        return 2
+    if args.n < 1:
+        print("accounts: --n must be at least 1", file=sys.stderr)
+        return 2
+    prefix = settings.redis_prefix
+    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    try:
+        ranked: list[Any] = list(
+            client.zrevrange(by_score_key(prefix), 0, args.n - 1, withscores=True)
+        )
+        keys = [account_key(prefix, bytes(m).decode()) for m, _ in ranked]
+        snapshots: list[Any] = list(client.mget(keys)) if keys else []
+    finally:
+        client.close()
+    rows = top_rows(ranked, snapshots)
+    if args.json:
+        print(orjson.dumps({"accounts": rows}).decode())
+        return 0
+    if not rows:
+        print(f"accounts: no scored accounts in {by_score_key(prefix)}")
+        return 0
+    print(f"{'#':>3}  {'account':32} {'intent':>6} {'fit':>5} {'band':8} {'topics':24} top reason")
+    for i, row in enumerate(rows, 1):
+        fit = "-" if row["fit_score"] is None else f"{row['fit_score']:.0f}"
+        topics = ", ".join(t["topic"] for t in row["topics"])[:24] or "-"
+        reason = row["reasons"][0]["text"] if row["reasons"] else "-"
+        print(
+            f"{i:>3}  {row['account_id'][:32]:32} {row['intent_score']:>6.1f} {fit:>5} "
+            f"{row['fit_band'] or '-':8} {topics:24} {reason}"
+        )
     return 0
 
 
@@ -686,6 +729,21 @@ def build_parser() -> argparse.ArgumentParser:
     identity.add_argument("--json", action="store_true", help="print one JSON object")
     _add_setting_flags(identity, ["connections", "ingest"])
     identity.set_defaults(func=_cmd_identity)
+
+    accounts = sub.add_parser(
+        "accounts",
+        help="show the accounts with the highest intent scores",
+        description="Print the accounts with the highest intent scores from the read model "
+        "the workers keep in Redis: intent score, fit score and band, surging topics and the "
+        "strongest reason. The same data as the worker's GET /accounts?top=N.",
+    )
+    accounts.add_argument("action", choices=["top"], help="what to do")
+    accounts.add_argument(
+        "--n", type=int, default=20, metavar="N", help="how many accounts (default 20)"
+    )
+    accounts.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_setting_flags(accounts, ["connections"])
+    accounts.set_defaults(func=_cmd_accounts)
     collector = sub.add_parser(
         "collector",
         help="serve the Segment HTTP Tracking API in front of the raw topic",

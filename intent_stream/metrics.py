@@ -114,7 +114,8 @@ class Metrics:
         )
         self.labels_learned = Counter(
             p + "labels_learned_total",
-            "Outcome labels the intent model learned from, by outcome.",
+            "Delayed labels the intent model learned, by what labelled them: opportunity, won "
+            "(positive), lost, expired (negative: the horizon passed without an outcome).",
             ["outcome"],
             registry=registry,
         )
@@ -122,6 +123,35 @@ class Metrics:
             p + "model_labels",
             "Labels the intent model of this worker holds, by polarity (positive/negative).",
             ["polarity"],
+            registry=registry,
+        )
+        self.model_roc_auc = Gauge(
+            p + "model_roc_auc",
+            "Progressive-validation ROC AUC of the intent score over the last labels (each "
+            "predicted before it was learned); NaN until both classes have been seen.",
+            registry=registry,
+        )
+        self.model_log_loss = Gauge(
+            p + "model_log_loss",
+            "Progressive-validation log loss of the intent score (score / 100 as the "
+            "probability) over the last labels; NaN before the first label.",
+            registry=registry,
+        )
+        self.model_roc_auc.set(float("nan"))
+        self.model_log_loss.set(float("nan"))
+        self.model_checkpoints = Counter(
+            p + "model_checkpoints_total",
+            "Model checkpoints written to Redis, by outcome (saved or failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("saved", "failed"):
+            self.model_checkpoints.labels(outcome=outcome)
+        self.topic_surges = Counter(
+            p + "topic_surges_total",
+            "Times an account's interest in a content topic started to surge (surge score "
+            "reached 60 against the account's own 12-week baseline). No topic label: topics "
+            "are unbounded.",
             registry=registry,
         )
         self.model_blend = Gauge(

@@ -26,13 +26,21 @@ import orjson
 
 from intent_stream.events import Event, Rejected, decode_record, parse_event
 from intent_stream.scoring import (
+    FEATURES,
     OUTCOMES,
     AccountSignals,
+    DelayedLabels,
+    FitModel,
     HotLeadPolicy,
     IntentModel,
     PolicyState,
+    ProgressiveValidation,
+    Reason,
     alert_id,
     classify,
+    fit_band,
+    fit_traits,
+    topic_of,
 )
 
 __all__ = [
@@ -81,6 +89,19 @@ class AccountView:
     alerts: int
     event_time: float
     updated_at: float
+    signals: AccountSignals | None = None
+    traits: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Scoring:
+    """One account's scoring state while a record is applied (see ``_open_scoring``)."""
+
+    signals: AccountSignals
+    pending: list[Any]  # delayed-label snapshots (DelayedLabels' list)
+    traits: dict[str, Any]  # firmographics for the fit model
+    at: float  # event time of the newest signal applied
+    dirty: bool = False  # signals changed since the last snapshot
 
 
 @dataclass(slots=True)
@@ -94,6 +115,7 @@ class RecordResult:
     skipped: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
+    surges: int = 0
 
 
 def iso(ts: float) -> str:
@@ -108,8 +130,11 @@ def iso(ts: float) -> str:
 class AccountProcessor:
     """Applies records to account state, scores the accounts and decides on alerts.
 
-    ``model`` is shared by every account of the worker and learns online from outcome events;
-    ``clock`` gives wall time for ``updated_at`` only (scores and alerts use event time).
+    ``model`` (intent) and ``fit`` are shared by every account of the worker and learn online:
+    the intent model from delayed labels (``labels``: feature snapshots that an outcome, or
+    the end of their horizon, labels), the fit model from won and lost deals. Each intent
+    label is predicted before it is learned (``health``). ``clock`` gives wall time for
+    ``updated_at`` only (scores and alerts use event time).
     """
 
     def __init__(
@@ -119,11 +144,17 @@ class AccountProcessor:
         policy: HotLeadPolicy,
         clock: Callable[[], float] = time.time,
         top_reasons: int = 3,
+        labels: DelayedLabels | None = None,
+        fit: FitModel | None = None,
+        health: ProgressiveValidation | None = None,
     ) -> None:
         self.model = model
         self.policy = policy
         self.clock = clock
         self.top_reasons = top_reasons
+        self.labels = labels if labels is not None else DelayedLabels(features=FEATURES)
+        self.fit = fit if fit is not None else FitModel()
+        self.health = health if health is not None else ProgressiveValidation()
 
     def process(
         self,
@@ -178,18 +209,22 @@ class AccountProcessor:
             policy_state = PolicyState()
             n_events = 0
         now = float(state["event_time"]) if state is not None else events[0].ts
+        scoring = self._open_scoring(state, signals, now)
         for event in events:
             now = max(now, event.ts)
-            self._learn_event(signals, event, result)
+            self._learn_event(scoring, event, now, result)
             result.applied[event.type] += 1
         n_events += len(events)
         x = signals.features(now)
+        self._snapshot(scoring, x, now)
         score = self.model.score_one(x)
         policy_state, fire = self.policy.decide(policy_state, score=score, ts=now)
         if fire:
-            reasons = self.model.explain(x, top=self.top_reasons)
+            reasons = self.explain(x, signals, now)
             result.alerts.append(
-                self._alert(account_id, score, reasons, policy_state, now, n_events, state)
+                self._alert(
+                    account_id, score, reasons, policy_state, now, n_events, state, scoring.traits
+                )
             )
         table[account_id] = {
             "off": {**applied, source: offset},
@@ -198,6 +233,7 @@ class AccountProcessor:
             "events": n_events,
             "event_time": now,
             "score": round(score, 2),
+            **self._dump_scoring(scoring),
         }
         result.snapshots[account_id] = AccountView(
             account_id=account_id,
@@ -207,19 +243,41 @@ class AccountProcessor:
             alerts=policy_state.episode,
             event_time=now,
             updated_at=self.clock(),
+            signals=signals,
+            traits=scoring.traits,
         )
 
     def render(self, view: AccountView) -> dict[str, Any]:
-        """The read-model snapshot of an account, with its reasons.
+        """The read-model snapshot of an account, with its reasons, fit and topics.
 
         Done when the snapshot is written, not per record: an account updated many times
         between two Redis flushes is explained once.
         """
-        reasons = self.model.explain(view.features, top=self.top_reasons)
+        signals, now = view.signals, view.event_time
+        reasons = (
+            self.explain(view.features, signals, now)
+            if signals is not None
+            else self.model.explain(view.features, top=self.top_reasons)
+        )
+        fit_score = self.fit.score_one(view.traits)
+        recent: dict[str, float] = {}
+        topics: list[dict[str, Any]] = []
+        if signals is not None:
+            for name in signals.counts:
+                count = signals.count(name, now)
+                if count >= 0.05:
+                    recent[name] = round(count, 2)
+            topics = [{"topic": t, "surge": s} for t, s in signals.top_topics(now)]
         return {
             "account_id": view.account_id,
             "intent_score": round(view.score, 1),
             "reasons": [{"text": r.text, "points": round(r.contribution, 1)} for r in reasons],
+            "fit_score": round(fit_score, 1),
+            "fit_band": fit_band(fit_score),
+            "fit_reasons": [r.text for r in self.fit.explain(view.traits, top=self.top_reasons)],
+            "traits": view.traits,
+            "signals": recent,
+            "topics": topics,
             "features": {k: round(v, 3) for k, v in view.features.items() if v},
             "events": view.events,
             "alerts": view.alerts,
@@ -227,30 +285,98 @@ class AccountProcessor:
             "updated_at": iso(view.updated_at),
         }
 
-    def _learn_event(self, signals: AccountSignals, event: Event, result: RecordResult) -> None:
-        body = event.body
-        if event.type == "identify":
+    def explain(self, x: Mapping[str, float], signals: AccountSignals, now: float) -> list[Reason]:
+        """The intent score's reasons; a topic surge is named after its topic."""
+        phrases: dict[str, str] = {}
+        if x.get("topic_surge"):
+            best = signals.surge.strongest(signals.topics, now, since=signals.first_seen)
+            if best is not None:
+                phrases["topic_surge"] = f"surging interest in {best[0]} (surge {best[1]:.0f})"
+        return self.model.explain(x, top=self.top_reasons, phrases=phrases)
+
+    # -- delayed labels, topics and fit traits (issue 4) -----------------------------------
+    def _open_scoring(
+        self, state: Mapping[str, Any] | None, signals: AccountSignals, now: float
+    ) -> _Scoring:
+        if state is None:
+            return _Scoring(signals=signals, pending=[], traits={}, at=now)
+        return _Scoring(
+            signals=signals,
+            pending=list(state.get("snap", ())),
+            traits=dict(state.get("traits", {})),
+            at=now,
+        )
+
+    @staticmethod
+    def _dump_scoring(scoring: _Scoring) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if scoring.pending:
+            out["snap"] = scoring.pending
+        if scoring.traits:
+            out["traits"] = scoring.traits
+        return out
+
+    def _snapshot(self, scoring: _Scoring, x: Mapping[str, float], ts: float) -> None:
+        """Keep the features of an account whose signals changed, for a delayed label."""
+        if scoring.dirty:
+            self.labels.observe(scoring.pending, x, ts)
+            scoring.dirty = False
+
+    def _learn_labels(self, labelled: list[Any], kind: str, result: RecordResult) -> None:
+        """Predict each label before learning it (progressive validation), then learn it."""
+        for x, y in labelled:
+            self.health.update(self.model.score_one(x) / 100.0, y)
+            self.model.learn_one(x, y)
+            result.labels[kind] += 1
+
+    def _learn_event(
+        self, scoring: _Scoring, event: Event, now: float, result: RecordResult
+    ) -> None:
+        signals, body = scoring.signals, event.body
+        if scoring.pending and self.labels.due(scoring.pending, now):
+            self._learn_labels(self.labels.expire(scoring.pending, now), "expired", result)
+        if event.type in ("identify", "group"):
             traits = body.get("traits")
             traits = traits if isinstance(traits, dict) else {}
-            signals.observe_person(
-                person_id=event.person_id or "",
-                ts=event.ts,
-                role=_str_or_none(traits.get("role")),
-                seniority=_str_or_none(traits.get("seniority")),
-            )
+            scoring.traits.update(fit_traits(body))
+            if event.type == "identify":
+                signals.observe_person(
+                    person_id=event.person_id or "",
+                    ts=event.ts,
+                    role=_str_or_none(traits.get("role")),
+                    seniority=_str_or_none(traits.get("seniority")),
+                )
             return
         if event.type == "track":
             outcome = OUTCOMES.get(str(body.get("event", "")))
             if outcome is not None:
-                # Learn from what the account looked like just before the outcome.
-                if outcome in _POSITIVE or outcome in _NEGATIVE:
-                    self.model.learn_one(signals.features(event.ts), outcome in _POSITIVE)
-                    result.labels[outcome] += 1
+                self._learn_outcome(scoring, outcome, event.ts, result)
                 return
         signal = classify(body)
         if signal is not None:
+            spacing = self.labels.spacing_s
+            if scoring.dirty and event.ts // spacing > scoring.at // spacing:
+                # A new slot of activity: keep the state the previous slot ended with.
+                self._snapshot(scoring, signals.features(scoring.at), scoring.at)
             signals.learn_one(signal=signal, ts=event.ts, person_id=event.person_id)
+            topic = topic_of(body)
+            if topic is not None and signals.learn_topic(topic, event.ts):
+                result.surges += 1
+            scoring.at = max(scoring.at, event.ts)
+            scoring.dirty = True
             result.signals[signal] += 1
+
+    def _learn_outcome(
+        self, scoring: _Scoring, outcome: str, ts: float, result: RecordResult
+    ) -> None:
+        if outcome not in _POSITIVE and outcome not in _NEGATIVE:
+            return
+        # What the account looked like just before the outcome is a snapshot too.
+        self._snapshot(scoring, scoring.signals.features(scoring.at), scoring.at)
+        labelled = self.labels.outcome(scoring.pending, ts, positive=outcome in _POSITIVE)
+        self._learn_labels(labelled, outcome, result)
+        if outcome in ("won", "lost"):
+            self.fit.learn_one(scoring.traits, outcome == "won")
 
     def _alert(
         self,
@@ -261,9 +387,11 @@ class AccountProcessor:
         now: float,
         n_events: int,
         previous: Mapping[str, Any] | None = None,
+        traits: Mapping[str, Any] | None = None,
     ) -> OutgoingAlert:
         """The alert payload; ``previous`` is the account's table value before this record."""
         aid = alert_id(account_id, INTENT_RULE, policy_state.episode)
+        fit_score = self.fit.score_one(traits or {})
         payload = {
             "alert_id": aid,
             "account_id": account_id,
@@ -275,6 +403,8 @@ class AccountProcessor:
             "events": n_events,
             "event_time": iso(now),
             "since_last_alert": _since_last_alert(account_id, policy_state, now, previous),
+            "fit_score": round(fit_score, 1),
+            "fit_band": fit_band(fit_score),
         }
         return OutgoingAlert(aid, account_id, orjson.dumps(payload))
 

@@ -11,6 +11,8 @@ Keys (``prefix`` defaults to ``intent:``):
 - ``{prefix}accounts:by_score`` - sorted set of account ids by intent score
 - ``{prefix}identity:{node}`` - JSON of what the identity graph knows about a cookie
   (``anon:...``) or person (``user:...``): account, evidence, linked cookies or person
+- ``{prefix}model:intent:v1``, ``{prefix}model:fit:v1`` - model checkpoints (versioned
+  pickles, see :mod:`intent_stream.scoring.checkpoint`)
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from redis.exceptions import RedisError
 
 from intent_stream.metrics import Metrics
 
-__all__ = ["RedisReadModel", "account_key", "by_score_key", "identity_key"]
+__all__ = [
+    "RedisReadModel",
+    "account_key",
+    "by_score_key",
+    "identity_key",
+    "model_key",
+    "top_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,46 @@ def account_key(prefix: str, account_id: str) -> str:
 
 def by_score_key(prefix: str) -> str:
     return f"{prefix}accounts:by_score"
+
+
+def model_key(prefix: str, kind: str) -> str:
+    """
+    >>> model_key("intent:", "intent")
+    'intent:model:intent:v1'
+    """
+    from intent_stream.scoring.checkpoint import CHECKPOINT_VERSION
+
+    return f"{prefix}model:{kind}:v{CHECKPOINT_VERSION}"
+
+
+def top_rows(
+    ranked: list[tuple[Any, float]], snapshots: list[bytes | None]
+) -> list[dict[str, Any]]:
+    """Rows of the top-accounts table from ``ZREVRANGE ... WITHSCORES`` and the snapshots.
+
+    Accounts whose snapshot is gone are listed with their score only.
+
+    >>> top_rows([(b"acme.com", 81.5)], [b'{"intent_score": 81.5, "fit_score": 62.0}'])
+    [{'account_id': 'acme.com', 'intent_score': 81.5, 'fit_score': 62.0, 'fit_band': None, \
+'topics': [], 'reasons': [], 'last_event_at': None, 'updated_at': None}]
+    """
+    rows = []
+    for (member, score), raw in zip(ranked, snapshots, strict=True):
+        account = member.decode() if isinstance(member, bytes) else str(member)
+        snap = orjson.loads(raw) if raw else {}
+        rows.append(
+            {
+                "account_id": account,
+                "intent_score": snap.get("intent_score", float(score)),
+                "fit_score": snap.get("fit_score"),
+                "fit_band": snap.get("fit_band"),
+                "topics": snap.get("topics", []),
+                "reasons": snap.get("reasons", []),
+                "last_event_at": snap.get("last_event_at"),
+                "updated_at": snap.get("updated_at"),
+            }
+        )
+    return rows
 
 
 def identity_key(prefix: str, node: str) -> str:

@@ -200,6 +200,29 @@ class Settings:
         "Minimum event-time seconds between two alerts for one account.",
         group="alerts",
     )
+    intent_horizon_days: float = _opt(
+        30.0,
+        "The intent score predicts an opportunity or deal within this many days; feature "
+        "snapshots are labelled positive by an outcome within it, negative when it passes.",
+        group="alerts",
+    )
+    label_snapshots: int = _opt(
+        10,
+        "Most feature snapshots an account keeps per horizon while their labels are pending "
+        "(one per horizon/N of event time in which the account was active).",
+        group="alerts",
+    )
+    model_checkpoint_interval: float = _opt(
+        60.0,
+        "Seconds between checkpoints of the intent and fit models to Redis (only when they "
+        "learned something).",
+        group="alerts",
+    )
+    model_checkpoint_labels: int = _opt(
+        500,
+        "Also checkpoint the models after this many new labels, whatever the interval.",
+        group="alerts",
+    )
     fit_model_path: str = _opt(
         "fit-model.pkl",
         "Fit model file: 'intent-stream fit train' writes it, the engine loads it "
@@ -336,6 +359,15 @@ def _validate(s: Settings) -> Iterator[str]:
         yield (
             f"need 0 <= {env_name('alert_exit')} <= {env_name('alert_enter')} <= 100 "
             f"(got exit={s.alert_exit}, enter={s.alert_enter})"
+        )
+    if s.intent_horizon_days <= 0:
+        yield f"{env_name('intent_horizon_days')} must be positive (got {s.intent_horizon_days})"
+    if s.label_snapshots < 1:
+        yield f"{env_name('label_snapshots')} must be at least 1 (got {s.label_snapshots})"
+    if s.model_checkpoint_interval <= 0 or s.model_checkpoint_labels < 1:
+        yield (
+            f"{env_name('model_checkpoint_interval')} must be positive and "
+            f"{env_name('model_checkpoint_labels')} at least 1"
         )
     if not s.fit_model_path.strip():
         yield f"{env_name('fit_model_path')} must not be empty"

@@ -7,21 +7,31 @@ module only moves bytes between Kafka, the table, Redis and the metrics.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from intent_stream.agents.sinks import observe_send, send_dead_letters
 from intent_stream.alerts import cloudevent_headers, event_source
 from intent_stream.metrics import Metrics
-from intent_stream.pipeline import RecordResult
-from intent_stream.scoring import IntentModel
+from intent_stream.pipeline import AccountProcessor, RecordResult
+from intent_stream.readmodel import model_key
+from intent_stream.scoring import (
+    CheckpointError,
+    FitModel,
+    IntentModel,
+    ProgressiveValidation,
+    dump_checkpoint,
+    load_checkpoint,
+)
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
 
-__all__ = ["AGENT", "register"]
+__all__ = ["AGENT", "ModelCheckpointer", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +39,110 @@ logger = logging.getLogger(__name__)
 AGENT = "score-accounts"
 
 
+class ModelCheckpointer:
+    """Saves the worker's intent and fit models to Redis and restores them at start.
+
+    The intent model is saved with its progressive-validation window (so model health
+    survives a restart) under ``{prefix}model:intent:v1``, the fit model under
+    ``{prefix}model:fit:v1``; both are :func:`~intent_stream.scoring.dump_checkpoint` blobs.
+    Saves happen every ``model_checkpoint_interval`` seconds or ``model_checkpoint_labels``
+    labels, whichever comes first, only when something was learned. A failed save is counted
+    and retried at the next occasion; a blob that cannot be used is logged and ignored.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.restored = False
+        self._saved_labels = (-1, -1)
+        self._saved_at = time.monotonic()
+
+    @property
+    def processor(self) -> AccountProcessor:
+        return self.engine.processor
+
+    def _labels(self) -> tuple[int, int]:
+        return self.processor.model.n_labels, self.processor.fit.n_labels
+
+    async def restore(self) -> None:
+        """Load the checkpoints once, before the first record is scored."""
+        if self.restored:
+            return
+        self.restored = True
+        client, prefix = self.engine.read_model.client, self.engine.settings.redis_prefix
+        for kind in ("intent", "fit"):
+            try:
+                blob = await client.get(model_key(prefix, kind))
+            except (RedisError, OSError) as exc:
+                logger.warning("cannot read the %s model checkpoint (%s)", kind, type(exc).__name__)
+                continue
+            if blob is None:
+                continue
+            try:
+                raw = blob.encode() if isinstance(blob, str) else blob
+                objects = load_checkpoint(raw, kind)
+                self._apply(kind, objects)
+            except CheckpointError as exc:
+                logger.warning("ignoring the %s model checkpoint: %s; starting fresh", kind, exc)
+        self._saved_labels = self._labels()
+        _observe_model(self.engine.metrics, self.processor)
+
+    def _apply(self, kind: str, objects: dict[str, Any]) -> None:
+        proc = self.processor
+        if kind == "intent":
+            model, health = objects.get("model"), objects.get("health")
+            if not isinstance(model, IntentModel) or not isinstance(health, ProgressiveValidation):
+                raise CheckpointError("the intent checkpoint holds other objects")
+            proc.model, proc.health = model, health
+            logger.info("restored the intent model (%d labels)", model.n_labels)
+            return
+        fit = objects.get("model")
+        if not isinstance(fit, FitModel):
+            raise CheckpointError("the fit checkpoint holds another object")
+        # The checkpoint started from the fit file and learned more; a file retrained on
+        # more rows than it holds wins.
+        if fit.n_labels >= proc.fit.n_labels:
+            proc.fit = fit
+            logger.info("restored the fit model (%d labels)", fit.n_labels)
+
+    def due(self) -> bool:
+        """Whether enough labels arrived since the last save to save now."""
+        saved = self._saved_labels
+        labels = self._labels()
+        every = self.engine.settings.model_checkpoint_labels
+        return labels[0] - saved[0] >= every or labels[1] - saved[1] >= every
+
+    async def save(self, *, force: bool = False) -> bool:
+        """Write the checkpoints if anything was learned since the last save."""
+        labels = self._labels()
+        if labels == self._saved_labels and not force:
+            return False
+        proc, settings = self.processor, self.engine.settings
+        client, metrics = self.engine.read_model.client, self.engine.metrics
+        intent = dump_checkpoint("intent", {"model": proc.model, "health": proc.health})
+        fit = dump_checkpoint("fit", {"model": proc.fit})
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(model_key(settings.redis_prefix, "intent"), intent)
+            pipe.set(model_key(settings.redis_prefix, "fit"), fit)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            metrics.model_checkpoints.labels(outcome="failed").inc()
+            logger.warning("model checkpoint failed (%s); retrying later", type(exc).__name__)
+            return False
+        metrics.model_checkpoints.labels(outcome="saved").inc()
+        self._saved_labels, self._saved_at = labels, time.monotonic()
+        logger.info("checkpointed the models (%d intent labels, %d fit labels)", *labels)
+        return True
+
+
 def register(engine: Engine) -> None:
     app, topics, metrics = engine.app, engine.topics, engine.metrics
-    _observe_model(metrics, engine.processor.model)
+    checkpointer = ModelCheckpointer(engine)
+    _observe_model(metrics, engine.processor)
 
     @app.agent(topics.events, name=AGENT)  # type: ignore[untyped-decorator]
     async def score_accounts(stream: Any) -> None:
+        await checkpointer.restore()  # before the first label could be learned
         async for event in stream.events():
             message = event.message
             result = engine.processor.process(
@@ -50,13 +158,35 @@ def register(engine: Engine) -> None:
             metrics.record_latency.observe(max(0.0, now - message.timestamp))
             for view in result.snapshots.values():
                 metrics.score_latency.observe(max(0.0, now - view.event_time))
+            if result.labels and checkpointer.due():
+                await checkpointer.save()
+
+    health_seen = [-1]
 
     @app.timer(engine.settings.redis_flush_interval)  # type: ignore[untyped-decorator]
     async def count_accounts() -> None:
         metrics.accounts.set(len(engine.accounts))
+        # AUC over the window costs O(window log window): once per interval, not per label.
+        health = engine.processor.health
+        if health.n != health_seen[0]:
+            health_seen[0] = health.n
+            auc, loss = health.roc_auc(), health.log_loss()
+            metrics.model_roc_auc.set(math.nan if auc is None else auc)
+            metrics.model_log_loss.set(math.nan if loss is None else loss)
+
+    @app.timer(engine.settings.model_checkpoint_interval)  # type: ignore[untyped-decorator]
+    async def checkpoint_models() -> None:
+        if checkpointer.restored:
+            await checkpointer.save()
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def final_checkpoint(app: Any, **kwargs: Any) -> None:
+        if checkpointer.restored:
+            await checkpointer.save()
 
 
-def _observe_model(metrics: Metrics, model: IntentModel) -> None:
+def _observe_model(metrics: Metrics, processor: AccountProcessor) -> None:
+    model = processor.model
     metrics.model_labels.labels(polarity="positive").set(model.n_positive)
     metrics.model_labels.labels(polarity="negative").set(model.n_labels - model.n_positive)
     metrics.model_blend.set(model.blend)
@@ -93,7 +223,9 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
     for outcome, n in result.labels.items():
         metrics.labels_learned.labels(outcome=outcome).inc(n)
     if result.labels:
-        _observe_model(metrics, engine.processor.model)
+        _observe_model(metrics, engine.processor)
+    if result.surges:
+        metrics.topic_surges.inc(result.surges)
     if result.skipped:
         metrics.events_skipped.inc(result.skipped)
     if result.snapshots:

@@ -1,16 +1,26 @@
-"""What every worker runs whatever its agents: the Redis read-model flush, Prometheus metrics
-and a health check on the web server."""
+"""What every worker runs whatever its agents: the Redis read-model flush, Prometheus metrics,
+a health check and the account read API on the web server."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from redis.exceptions import RedisError
+
 from intent_stream.metrics import CONTENT_TYPE
+from intent_stream.readmodel import account_key, by_score_key, top_rows
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
 
-__all__ = ["register"]
+__all__ = ["MAX_TOP", "register"]
+
+logger = logging.getLogger(__name__)
+
+#: Most accounts ``GET /accounts?top=N`` returns.
+MAX_TOP = 1000
 
 
 def register(engine: Engine) -> None:
@@ -38,3 +48,36 @@ def register(engine: Engine) -> None:
                 "agents": sorted(engine.settings.agent_set),
             }
         )
+
+    @app.page("/accounts/{account_id}")  # type: ignore[untyped-decorator]
+    async def account(web: Any, request: Any, account_id: str) -> Any:
+        prefix = engine.settings.redis_prefix
+        try:
+            raw = await engine.read_model.client.get(account_key(prefix, account_id))
+        except (RedisError, OSError) as exc:
+            logger.warning("account read failed: %s", type(exc).__name__)
+            return web.json({"error": "the read model is unavailable"}, status=503)
+        if raw is None:
+            return web.json({"error": "unknown account", "account_id": account_id}, status=404)
+        return web.json(orjson.loads(raw))
+
+    @app.page("/accounts")  # type: ignore[untyped-decorator]
+    async def accounts(web: Any, request: Any) -> Any:
+        raw_top = request.query.get("top", "10")
+        try:
+            top = int(raw_top)
+        except ValueError:
+            top = 0
+        if not 1 <= top <= MAX_TOP:
+            return web.json({"error": f"top must be an integer from 1 to {MAX_TOP}"}, status=400)
+        prefix, client = engine.settings.redis_prefix, engine.read_model.client
+        try:
+            ranked: list[Any] = list(
+                await client.zrevrange(by_score_key(prefix), 0, top - 1, withscores=True)
+            )
+            keys = [account_key(prefix, bytes(m).decode()) for m, _ in ranked]
+            snapshots: list[Any] = list(await client.mget(keys)) if keys else []
+        except (RedisError, OSError) as exc:
+            logger.warning("accounts read failed: %s", type(exc).__name__)
+            return web.json({"error": "the read model is unavailable"}, status=503)
+        return web.json({"accounts": top_rows(ranked, snapshots)})

@@ -32,6 +32,15 @@ _EXTRA_PHRASES = {
     "velocity": "activity is accelerating against the previous three weeks",
     "recency_days": "days since the last activity",
 }
+#: The prior's points for the features that are not signal counts (see :class:`PointsPrior`).
+PEOPLE_POINTS = 4.0  # per engaged person beyond the first
+SENIOR_POINTS = 3.0  # per senior person engaged
+VELOCITY_POINTS = 2.0  # per unit of log velocity, at most VELOCITY_CAP
+VELOCITY_CAP = 6.0
+SURGE_POINTS = 10.0  # at a topic surge score of 100 (0 at 50)
+QUIET_DAYS = 7.0  # silence tolerated before the prior deducts points
+QUIET_POINTS = 1.0  # deducted per day of silence beyond QUIET_DAYS, at most QUIET_CAP
+QUIET_CAP = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ def _describe(feature: str, value: float, signals: Mapping[str, SignalSpec]) -> 
         return f"{value:.0f} {_EXTRA_PHRASES['senior_people']}"
     if feature == "recency_days":
         return f"last activity {value:.0f} days ago"
+    if feature == "topic_surge":
+        return f"surging interest in a topic (surge score {50 + 50 * value:.0f})"
     if feature == "velocity":
         return (
             "activity is rising against the previous three weeks"
@@ -68,7 +79,19 @@ def _describe(feature: str, value: float, signals: Mapping[str, SignalSpec]) -> 
 
 
 class PointsPrior:
-    """Decayed points per signal plus committee and momentum bonuses, squashed to 0-100."""
+    """Decayed points per signal plus committee and momentum bonuses, squashed to 0-100.
+
+    Points: each signal's weight (:data:`~intent_stream.scoring.signals.DEFAULT_SIGNALS`)
+    times its decayed count; 4 per engaged person beyond the first; 3 per senior person; 2
+    per unit of log velocity when activity rises (at most 6); up to 10 for a surging topic;
+    minus 1 per day of silence beyond 7 (at most 20): a dormant account's old evidence is
+    worth less, and the reasons say so. A quiet week against the previous three is not a
+    penalty by itself.
+
+    >>> prior = PointsPrior()
+    >>> prior.contributions({"pricing_view": 0.6931472, "recency_days": 12.0})
+    {'pricing_view': 8.0, 'recency_days': -5.0}
+    """
 
     def __init__(
         self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS, scale: float = 50.0
@@ -85,13 +108,19 @@ class PointsPrior:
                 out[name] = spec.weight * math.expm1(value)
         people = x.get("people", 0.0)
         if people > 1:
-            out["people"] = 4.0 * (people - 1)
+            out["people"] = PEOPLE_POINTS * (people - 1)
         if x.get("senior_people", 0.0):
-            out["senior_people"] = 3.0 * x["senior_people"]
+            out["senior_people"] = SENIOR_POINTS * x["senior_people"]
         velocity = x.get("velocity", 0.0)
         if velocity > 0:  # momentum adds a little; a quiet week is not a penalty
-            out["velocity"] = min(6.0, 2.0 * velocity)
-        return out
+            out["velocity"] = min(VELOCITY_CAP, VELOCITY_POINTS * velocity)
+        surge = x.get("topic_surge", 0.0)
+        if surge > 0:
+            out["topic_surge"] = SURGE_POINTS * surge
+        quiet = x.get("recency_days", 0.0) - QUIET_DAYS
+        if quiet > 0:
+            out["recency_days"] = -min(QUIET_CAP, QUIET_POINTS * quiet)
+        return {k: round(v, 4) for k, v in out.items()}
 
     def points(self, x: Mapping[str, float]) -> float:
         return max(0.0, sum(self.contributions(x).values()))
@@ -103,6 +132,15 @@ class PointsPrior:
         0.0
         """
         return 100.0 * (1.0 - math.exp(-self.points(x) / self.scale))
+
+
+#: Features the regression sees through ``log1p`` (counts of people, days of silence): on
+#: their raw scale (0-90 days) plain SGD steps overshoot; signal counts are log1p already.
+_LOG_INPUTS = frozenset({"people", "senior_people", "recency_days"})
+
+
+def _inputs(x: Mapping[str, float]) -> dict[str, float]:
+    return {k: (math.log1p(max(v, 0.0)) if k in _LOG_INPUTS else v) for k, v in x.items()}
 
 
 class IntentModel:
@@ -131,13 +169,13 @@ class IntentModel:
         return self.n_labels / (self.n_labels + self.blend_labels)
 
     def learn_one(self, x: Mapping[str, float], y: bool) -> None:
-        self.model.learn_one(dict(x), y)
+        self.model.learn_one(_inputs(x), y)
         self.n_labels += 1
         self.n_positive += int(y)
 
     def predict_proba_one(self, x: Mapping[str, float]) -> float:
         """The learned model's probability alone."""
-        proba = self.model.predict_proba_one(dict(x))  # type: ignore[no-untyped-call]
+        proba = self.model.predict_proba_one(_inputs(x))  # type: ignore[no-untyped-call]
         return float(proba.get(True, 0.0))
 
     def score_one(self, x: Mapping[str, float]) -> float:
@@ -148,21 +186,36 @@ class IntentModel:
             return prior
         return (1.0 - w) * prior + w * 100.0 * self.predict_proba_one(x)
 
-    def explain(self, x: Mapping[str, float], *, top: int = 3) -> list[Reason]:
-        """Top positive, then negative, contributions in points and plain words."""
+    def explain(
+        self,
+        x: Mapping[str, float],
+        *,
+        top: int = 3,
+        phrases: Mapping[str, str] | None = None,
+    ) -> list[Reason]:
+        """Top positive, then negative, contributions in points and plain words.
+
+        ``phrases`` overrides the words for some features (the caller knows, for example,
+        which topic surges: ``{"topic_surge": "surging interest in security"}``).
+        """
         w = self.blend
         contrib = {k: (1.0 - w) * v for k, v in self._prior.contributions(x).items()}
         if w:
             weights = self.model.weights
-            for name, value in x.items():
+            for name, value in _inputs(x).items():
                 c = w * 10.0 * weights.get(name, 0.0) * value
                 if c:
                     contrib[name] = contrib.get(name, 0.0) + c
         ranked = sorted(contrib.items(), key=lambda kv: -abs(kv[1]))
         positive = [kv for kv in ranked if kv[1] > 0][:top]
         negative = [kv for kv in ranked if kv[1] < 0][:top]
+        said = phrases or {}
         return [
-            Reason(name, value, _describe(name, x.get(name, 0.0), self.signals))
+            Reason(
+                name,
+                value,
+                said.get(name) or _describe(name, x.get(name, 0.0), self.signals),
+            )
             for name, value in positive + negative
         ]
 

@@ -17,13 +17,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from intent_stream.scoring.surge import TopicSurge, normalise_topic
+
 __all__ = [
     "DEFAULT_SIGNALS",
+    "FEATURES",
+    "FIT_TRAITS",
     "HIGH_INTENT",
     "OUTCOMES",
     "AccountSignals",
     "SignalSpec",
     "classify",
+    "fit_traits",
+    "topic_of",
 ]
 
 DAY = 86400.0
@@ -58,6 +64,29 @@ DEFAULT_SIGNALS: Mapping[str, SignalSpec] = {
 }
 
 HIGH_INTENT = frozenset(name for name, spec in DEFAULT_SIGNALS.items() if spec.high_intent)
+
+#: Every feature :meth:`AccountSignals.features` can produce, in a fixed order (delayed-label
+#: snapshots store values in this order).
+FEATURES: tuple[str, ...] = (
+    *DEFAULT_SIGNALS,
+    "high_intent",
+    "people",
+    "senior_people",
+    "recency_days",
+    "velocity",
+    "topic_surge",
+)
+
+#: Firmographic traits kept per account for the fit model, and where group/identify calls
+#: carry them: group ``traits.{name}`` or identify ``traits.company.{key}``.
+FIT_TRAITS: Mapping[str, tuple[str, ...]] = {
+    "industry": ("industry",),
+    "employees": ("employees", "employee_count"),
+    "country": ("country",),
+    "plan": ("plan",),
+}
+_MAX_TRAIT_LENGTH = 64
+_DEFAULT_SURGE = TopicSurge()
 
 OUTCOMES: Mapping[str, str] = {
     "Opportunity Created": "opportunity",
@@ -110,6 +139,44 @@ def _path(event: Mapping[str, Any]) -> str:
     return ""
 
 
+def topic_of(event: Mapping[str, Any]) -> str | None:
+    """The content topic of a page or track event (``properties.topic``), normalised.
+
+    >>> topic_of({"type": "page", "properties": {"topic": "Data Pipelines"}})
+    'data pipelines'
+    """
+    props = event.get("properties")
+    return normalise_topic(props.get("topic")) if isinstance(props, dict) else None
+
+
+def fit_traits(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Firmographic traits a group or identify call carries (see :data:`FIT_TRAITS`).
+
+    >>> fit_traits({"type": "group", "traits": {"industry": "Software", "employees": 120}})
+    {'industry': 'Software', 'employees': 120}
+    >>> fit_traits({"type": "identify", "traits": {"company": {"employee_count": 40}}})
+    {'employees': 40}
+    """
+    traits = event.get("traits")
+    if not isinstance(traits, dict):
+        return {}
+    source = traits
+    if event.get("type") == "identify":
+        company = traits.get("company")
+        source = company if isinstance(company, dict) else {}
+    out: dict[str, Any] = {}
+    for name, keys in FIT_TRAITS.items():
+        for key in keys:
+            value = source.get(key)
+            if isinstance(value, str) and value.strip():
+                out[name] = value.strip()[:_MAX_TRAIT_LENGTH]
+                break
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[name] = value
+                break
+    return out
+
+
 def classify(event: Mapping[str, Any]) -> str | None:
     """The signal an event carries, or ``None`` (identify, group, outcomes, unknown).
 
@@ -151,9 +218,16 @@ def _rates(signals: Mapping[str, SignalSpec]) -> dict[str, float]:
 class AccountSignals:
     """Compact per-account signal state, updated per event and read as model features."""
 
-    def __init__(self, *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS) -> None:
+    def __init__(
+        self,
+        *,
+        signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS,
+        surge: TopicSurge = _DEFAULT_SURGE,
+    ) -> None:
         self.signals = signals
+        self.surge = surge
         self._rates = _rates(signals)
+        self.topics: dict[str, list[Any]] = {}  # topic -> [recent, baseline, ts, surging]
         self.counts: dict[str, list[float]] = {}  # signal -> [decayed value, at ts]
         self.people: dict[str, list[Any]] = {}  # person -> [last ts, senior (0/1)]
         self.days: dict[int, int] = {}  # day number -> events that day (last 28 days)
@@ -185,6 +259,14 @@ class AccountSignals:
         self._seen(ts)
         if person_id:
             self._person(person_id, ts, senior=None)
+
+    def learn_topic(self, topic: str, ts: float) -> bool:
+        """Count one event on a content topic; ``True`` when the topic starts to surge."""
+        return self.surge.learn_one(self.topics, topic, ts, since=self.first_seen)
+
+    def top_topics(self, now: float, *, n: int = 3) -> list[tuple[str, float]]:
+        """The account's surging topics (score >= 60), strongest first."""
+        return self.surge.top(self.topics, now, n=n, since=self.first_seen)
 
     def observe_person(
         self, *, person_id: str, ts: float, role: str | None = None, seniority: str | None = None
@@ -233,21 +315,34 @@ class AccountSignals:
         x["senior_people"] = float(sum(p[1] for p in recent))
         x["recency_days"] = (now - self.last_seen) / DAY if self.last_seen is not None else 90.0
         x["velocity"] = math.log(self.velocity(now))
+        if self.topics:
+            best = self.surge.strongest(self.topics, now, since=self.first_seen)
+            if best is not None and best[1] > 50.0:
+                x["topic_surge"] = (best[1] - 50.0) / 50.0
         return x
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state (the signal specs are configuration, not state)."""
-        return {
+        out: dict[str, Any] = {
             "c": {k: [round(v, 4), t] for k, (v, t) in self.counts.items()},
             "p": {k: [t, s] for k, (t, s) in self.people.items()},
             "d": {str(d): n for d, n in self.days.items()},
             "f": self.first_seen,
             "l": self.last_seen,
         }
+        if self.topics:
+            out["t"] = {
+                k: [round(r, 3), round(b, 3), int(t), f] for k, (r, b, t, f) in self.topics.items()
+            }
+        return out
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, Any], *, signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS
+        cls,
+        data: Mapping[str, Any],
+        *,
+        signals: Mapping[str, SignalSpec] = DEFAULT_SIGNALS,
+        surge: TopicSurge = _DEFAULT_SURGE,
     ) -> AccountSignals:
         """Rebuild from :meth:`to_dict` output.
 
@@ -255,7 +350,8 @@ class AccountSignals:
         >>> AccountSignals.from_dict(s.to_dict()).features(5.0) == s.features(5.0)
         True
         """
-        s = cls(signals=signals)
+        s = cls(signals=signals, surge=surge)
+        s.topics = {k: list(v) for k, v in data.get("t", {}).items()}
         s.counts = {k: list(v) for k, v in data["c"].items() if k in s._rates}
         s.people = {k: list(v) for k, v in data["p"].items()}
         s.days = {int(d): int(n) for d, n in data["d"].items()}

@@ -87,15 +87,26 @@ def _events(account: str, now: float) -> list[dict[str, Any]]:
 
 
 def _outcomes(account: str, now: float) -> list[dict[str, Any]]:
+    """Visits a week apart, an opportunity and a won deal, a visit, then a lost deal.
+
+    Delayed labels: the opportunity labels the account's two snapshots (a week ago, a minute
+    ago) positive, the won deal finds none left, the lost deal labels the snapshot of the
+    visit between them negative. Each label is predicted first, so ROC AUC is defined.
+    """
+
+    def event(name: str | None, at: float) -> dict[str, Any]:
+        base = {"userId": f"{account}-crm", "timestamp": iso(at), "context": {"groupId": account}}
+        if name is None:
+            return {**base, "type": "page", "properties": {"path": "/pricing"}}
+        return {**base, "type": "track", "event": name}
+
     return [
-        {
-            "type": "track",
-            "event": name,
-            "userId": f"{account}-crm",
-            "timestamp": iso(now - 50 + k),
-            "context": {"groupId": account},
-        }
-        for k, name in enumerate(["Opportunity Created", "Deal Won", "Deal Lost"])
+        event(None, now - 7 * 86400),
+        event(None, now - 60),
+        event("Opportunity Created", now - 50),
+        event("Deal Won", now - 49),
+        event(None, now - 45),
+        event("Deal Lost", now - 40),
     ]
 
 
@@ -298,7 +309,7 @@ def test_dashboards_and_rules_evaluate_on_a_scraped_worker(
 
     # The figures the panels show are the ones the worker produced.
     assert prom.values("sum(intent_stream_alerts_published_total)") == [1.0]
-    # Opportunity Created and Deal Won are positive labels, Deal Lost a negative one.
+    # The opportunity labels two snapshots positive, Deal Lost one negative (see _outcomes).
     assert prom.values('intent_stream_model_labels{polarity="positive"}') == [2.0]
     assert prom.values('intent_stream_model_labels{polarity="negative"}') == [1.0]
     reasons = {
