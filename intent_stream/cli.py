@@ -130,7 +130,9 @@ def _cmd_identity(args: argparse.Namespace) -> int:
         return 2
     pseudo = Pseudonymiser(settings.pseudonymise_key.encode())
     ids = [args.id] + ([pseudo.person(args.id)] if pseudo.enabled else [])
-    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    from intent_stream.app import redis_options
+
+    client = redis.Redis.from_url(settings.redis, **redis_options(settings))
     try:
         found = []
         for value in ids:
@@ -183,7 +185,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 def _cmd_send(args: argparse.Namespace) -> int:
     from intent_stream.client import IntentClient, file_size, send_jsonl
     from intent_stream.runner import wait_for_broker
-    from intent_stream.topics import ensure_topics
+    from intent_stream.topics import ensure_topics, kafka_client_options
 
     settings = _settings(args)
     if settings.kafka_embedded:
@@ -210,6 +212,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
             partitions=settings.partitions,
             batch_size=args.batch,
             client_id=f"{settings.app_id}-send",
+            # TLS and SASL as every other client (brokers and client id are given above).
+            producer_options={
+                k: v
+                for k, v in kafka_client_options(settings).items()
+                if k not in ("bootstrap_servers", "client_id")
+            },
         ) as client:
             summary = send_jsonl(
                 client,

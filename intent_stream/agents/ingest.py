@@ -23,6 +23,7 @@ import orjson
 from intent_stream.agents.sinks import observe_send, send_dead_letters
 from intent_stream.identity import IdentityEdge
 from intent_stream.readmodel import identity_key
+from intent_stream.topics import aiokafka_client_options
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
@@ -118,8 +119,7 @@ async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
 
     settings = engine.settings
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.split(","),
-        client_id=f"{settings.app_id}-identity-reader",
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-identity-reader"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
