@@ -30,6 +30,7 @@ commands:
   send      publish a JSONL file of Segment events to the raw topic
   topics    create (or check) every topic the engine needs, with its partition count
   identity  show a person's, cookie's or account's identity graph (from Redis)
+  forget    erase a person from the identity graph, account state, pending events, Redis
   settings  print the effective settings (secrets masked), or the README table
   alerts    'alerts tail' prints hot-lead alerts as they arrive; 'alerts forward' posts
             each one, once, to a Slack or any other webhook
@@ -169,6 +170,26 @@ def _cmd_identity(args: argparse.Namespace) -> int:
     if not found and not members:
         print(f"identity: nothing known about {args.id!r} in {settings.redis_prefix}identity:*")
         return 1
+    return 0
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    import orjson
+
+    from intent_stream.privacy import forget_person
+    from intent_stream.runner import wait_for_broker
+
+    settings = _settings(args)
+    if settings.kafka_embedded or settings.redis_embedded:
+        print(
+            "forget: give the workers' broker and Redis with --kafka HOST:PORT and --redis URL "
+            "(or INTENT_STREAM_KAFKA, INTENT_STREAM_REDIS)",
+            file=sys.stderr,
+        )
+        return 2
+    wait_for_broker(settings)
+    report = forget_person(settings, args.person)
+    print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
@@ -694,6 +715,18 @@ def build_parser() -> argparse.ArgumentParser:
     identity.add_argument("--json", action="store_true", help="print one JSON object")
     _add_setting_flags(identity, ["connections", "ingest"])
     identity.set_defaults(func=_cmd_identity)
+    forget = sub.add_parser(
+        "forget",
+        help="forget a person: identity graph, account state, pending events, Redis",
+        description="Erase a person (a userId or anonymousId; with pseudonymisation on, give "
+        "the original id): tombstones for their identity edges, their Redis identity keys "
+        "deleted, and a request every worker applies in stream order to its pending visitors "
+        "and account state (tombstones and new values in the table changelogs). Prints what "
+        "was found and removed, as JSON.",
+    )
+    forget.add_argument("--person", required=True, metavar="ID", help="the person's id")
+    _add_setting_flags(forget, ["connections", "topics", "worker", "ingest"])
+    forget.set_defaults(func=_cmd_forget)
     collector = sub.add_parser(
         "collector",
         help="serve the Segment HTTP Tracking API in front of the raw topic",
