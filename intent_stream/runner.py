@@ -79,7 +79,7 @@ def wait_for_broker(
                 finally:
                     admin.close()
             except (KafkaError, OSError, ValueError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = str(exc) or type(exc).__name__
                 if time.monotonic() + delay > deadline:
                     raise BrokerUnavailable(
                         f"Kafka at {settings.kafka} did not answer within {timeout:.0f}s "
@@ -96,7 +96,11 @@ def wait_for_broker(
                         timeout,
                     )
                 else:
-                    logger.info("Kafka still not reachable; retry %d in %.1fs", attempts, delay)
+                    logger.info(
+                        "Kafka still not reachable after %d attempts; next try in %.1fs",
+                        attempts,
+                        delay,
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, max_delay)
             else:
