@@ -46,7 +46,8 @@ def test_forget_removes_the_person_only_from_accounts_the_partition_owns():
     request = ForgetRequest(request_id="r1", nodes=("user:ann",), partitions=PARTITIONS)
     result = proc.process(table, value=request.to_bytes(), partition=1, offset=9)
     assert list(result.snapshots) == [accounts[1]]
-    assert result.alerts == [] and result.dead_letters == []
+    assert result.alerts == []
+    assert result.dead_letters == []
     assert "ann" not in table[accounts[1]]["signals"]["p"]
     assert "colleague" in table[accounts[1]]["signals"]["p"]
     assert result.snapshots[accounts[1]].features["people"] == 1.0
@@ -95,7 +96,9 @@ def test_forget_nodes_cover_pseudonymised_ids_and_linked_cookies():
     hashed = pseudo.person("ann")
     graph.observe({"type": "identify", "anonymousId": "c1", "userId": hashed}, ts=1.0)
     nodes = forget_nodes(graph, "ann", pseudo)
-    assert f"user:{hashed}" in nodes and "anon:c1" in nodes and "user:ann" in nodes
+    assert f"user:{hashed}" in nodes
+    assert "anon:c1" in nodes
+    assert "user:ann" in nodes
     assert set(tombstone_keys(["anon:c1"])) == {"person|anon:c1", "account|anon:c1"}
 
 

@@ -142,7 +142,8 @@ def test_every_kafka_client_in_the_package_takes_the_shared_options():
 
 def test_send_passes_security_options_to_its_producer():
     text = (PACKAGE / "cli.py").read_text()
-    assert "producer_options={" in text and "kafka_client_options(settings).items()" in text
+    assert "producer_options={" in text
+    assert "kafka_client_options(settings).items()" in text
 
 
 def test_redis_password_user_and_tls_ca_reach_the_clients(tmp_path):
