@@ -145,7 +145,12 @@ def wait_for_counts(settings: Settings, sent: Counter[str], *, timeout: float) -
         done = len(counts) == len(accounts) and all(counts[a] >= sent[a] for a in accounts)
         return counts if done else None
 
-    return wait_until(reached, timeout=timeout, what="every account's events in Redis", every=0.5)
+    try:
+        return wait_until(reached, timeout=timeout, what="every account's events", every=0.5)
+    except AssertionError:
+        counts = account_counts(settings, accounts)
+        short = {a: (counts.get(a), sent[a]) for a in accounts if counts.get(a) != sent[a]}
+        raise AssertionError(f"{len(short)} account(s) (got, sent) differ: {short}") from None
 
 
 def restart_to_processing(start: Any, settings: Settings) -> tuple[WorkerHandle, float]:
