@@ -115,8 +115,6 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
         # busy group gets its partitions, recovers, says "Worker ready" and never fetches.
         # Restarting it once gets it going; the kill -9 below is the scenario under test.
         print("\nrebalance: the second worker wedged after joining; restarting it once")
-        from intent_stream.embedded import stop_child
-
         stop_child(b.proc, timeout=20)
         b = start_worker(b.settings)
     assert wait_for_counts(settings, first.sent, timeout=120) == dict(first.sent)
