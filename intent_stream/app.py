@@ -29,9 +29,15 @@ from intent_stream.scoring import (
     load_fit_model,
 )
 from intent_stream.settings import Settings
-from intent_stream.topics import ACCOUNT_STATE_TABLE, PENDING_TABLE, Topics, declare
+from intent_stream.topics import (
+    ACCOUNT_STATE_TABLE,
+    PENDING_TABLE,
+    Topics,
+    declare,
+    faust_broker_credentials,
+)
 
-__all__ = ["Engine", "create_app", "initial_fit_model", "redis_client"]
+__all__ = ["Engine", "create_app", "initial_fit_model", "redis_client", "redis_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +58,37 @@ class Engine:
     dedup: MessageDeduplicator
 
 
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``redis.from_url(settings.redis, ...)`` (sync or asyncio):
+    password, ACL user and, for rediss:// URLs, the CA bundle. Every Redis client the engine
+    opens takes them.
+
+    >>> redis_options(Settings(redis="rediss://r:6380/0", redis_username="engine",
+    ...     redis_password="pw", redis_ssl_cafile="/etc/ca.pem"))["ssl_ca_certs"]
+    '/etc/ca.pem'
+    >>> redis_options(Settings(redis="redis://r:6379/0"))
+    {}
+    """
+    options: dict[str, Any] = {}
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    if settings.redis_username:
+        options["username"] = settings.redis_username
+    # Only TLS connections accept ssl_* arguments (plain ones raise TypeError).
+    if settings.redis.startswith("rediss://") and settings.redis_ssl_cafile:
+        options["ssl_ca_certs"] = settings.redis_ssl_cafile
+    return options
+
+
 def redis_client(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client for ``settings.redis`` (never the 'embedded' placeholder)."""
     if settings.redis_embedded:
         raise ValueError("resolve the embedded Redis to a URL before creating clients")
     return aioredis.from_url(
         settings.redis,
-        password=settings.redis_password or None,
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
+        **redis_options(settings),
     )
 
 
@@ -95,6 +123,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         # would add a second /metrics route and name the metrics after the app id.
         monitor=PrometheusMonitor(metrics=metrics.faust),
         broker=[f"kafka://{host}" for host in settings.kafka.split(",")],
+        broker_credentials=faust_broker_credentials(settings),
         store=settings.store,
         datadir=datadir,
         autodiscover=False,

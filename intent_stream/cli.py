@@ -31,6 +31,7 @@ commands:
   topics    create (or check) every topic the engine needs, with its partition count
   identity  show a person's, cookie's or account's identity graph (from Redis)
   accounts  'accounts top' prints the accounts with the highest intent scores (from Redis)
+  forget    erase a person from the identity graph, account state, pending events, Redis
   settings  print the effective settings (secrets masked), or the README table
   alerts    'alerts tail' prints hot-lead alerts as they arrive; 'alerts forward' posts
             each one, once, to a Slack or any other webhook
@@ -131,7 +132,9 @@ def _cmd_identity(args: argparse.Namespace) -> int:
         return 2
     pseudo = Pseudonymiser(settings.pseudonymise_key.encode())
     ids = [args.id] + ([pseudo.person(args.id)] if pseudo.enabled else [])
-    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    from intent_stream.app import redis_options
+
+    client = redis.Redis.from_url(settings.redis, **redis_options(settings))
     try:
         found = []
         for value in ids:
@@ -175,6 +178,7 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
     import orjson
     import redis
 
+    from intent_stream.app import redis_options
     from intent_stream.readmodel import account_key, by_score_key, top_rows
 
     settings = _settings(args)
@@ -185,7 +189,7 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
         print("accounts: --n must be at least 1", file=sys.stderr)
         return 2
     prefix = settings.redis_prefix
-    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    client = redis.Redis.from_url(settings.redis, **redis_options(settings))
     try:
         ranked: list[Any] = list(
             client.zrevrange(by_score_key(prefix), 0, args.n - 1, withscores=True)
@@ -213,6 +217,26 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forget(args: argparse.Namespace) -> int:
+    import orjson
+
+    from intent_stream.privacy import forget_person
+    from intent_stream.runner import wait_for_broker
+
+    settings = _settings(args)
+    if settings.kafka_embedded or settings.redis_embedded:
+        print(
+            "forget: give the workers' broker and Redis with --kafka HOST:PORT and --redis URL "
+            "(or INTENT_STREAM_KAFKA, INTENT_STREAM_REDIS)",
+            file=sys.stderr,
+        )
+        return 2
+    wait_for_broker(settings)
+    report = forget_person(settings, args.person)
+    print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def _cmd_collector(args: argparse.Namespace) -> int:
     from intent_stream.collector import CollectorError, run_collector
 
@@ -226,7 +250,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 def _cmd_send(args: argparse.Namespace) -> int:
     from intent_stream.client import IntentClient, file_size, send_jsonl
     from intent_stream.runner import wait_for_broker
-    from intent_stream.topics import ensure_topics
+    from intent_stream.topics import ensure_topics, kafka_client_options
 
     settings = _settings(args)
     if settings.kafka_embedded:
@@ -253,6 +277,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
             partitions=settings.partitions,
             batch_size=args.batch,
             client_id=f"{settings.app_id}-send",
+            # TLS and SASL as every other client (brokers and client id are given above).
+            producer_options={
+                k: v
+                for k, v in kafka_client_options(settings).items()
+                if k not in ("bootstrap_servers", "client_id")
+            },
         ) as client:
             summary = send_jsonl(
                 client,
@@ -744,6 +774,18 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("--json", action="store_true", help="print one JSON object")
     _add_setting_flags(accounts, ["connections"])
     accounts.set_defaults(func=_cmd_accounts)
+    forget = sub.add_parser(
+        "forget",
+        help="forget a person: identity graph, account state, pending events, Redis",
+        description="Erase a person (a userId or anonymousId; with pseudonymisation on, give "
+        "the original id): tombstones for their identity edges, their Redis identity keys "
+        "deleted, and a request every worker applies in stream order to its pending visitors "
+        "and account state (tombstones and new values in the table changelogs). Prints what "
+        "was found and removed, as JSON.",
+    )
+    forget.add_argument("--person", required=True, metavar="ID", help="the person's id")
+    _add_setting_flags(forget, ["connections", "topics", "worker", "ingest"])
+    forget.set_defaults(func=_cmd_forget)
     collector = sub.add_parser(
         "collector",
         help="serve the Segment HTTP Tracking API in front of the raw topic",

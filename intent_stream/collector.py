@@ -494,9 +494,10 @@ def kafka_producer(settings: Settings) -> Any:
     """The standalone collector's producer: small linger, acks from all replicas."""
     from aiokafka import AIOKafkaProducer
 
+    from intent_stream.topics import aiokafka_client_options
+
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.split(","),
-        client_id=f"{settings.app_id}-collector",
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-collector"),
         acks="all",
         linger_ms=5,
         request_timeout_ms=10_000,

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from intent_stream.settings import Settings
-from intent_stream.topics import ensure_topics
+from intent_stream.topics import ensure_topics, kafka_client_options
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -79,9 +79,7 @@ def _produce(
 
     from intent_stream.client import route_records
 
-    producer = KafkaProducer(
-        bootstrap_servers=settings.kafka.split(","), linger_ms=5, client_id="intent-demo"
-    )
+    producer = KafkaProducer(**kafka_client_options(settings, client_id="intent-demo"), linger_ms=5)
     tick = 0.1
     per_tick = max(1, int(options.rate * tick))
     events = _cohorts(options)
@@ -121,12 +119,11 @@ def _consume_alerts(
 
     consumer = KafkaConsumer(
         settings.alerts_topic,
-        bootstrap_servers=settings.kafka.split(","),
+        **kafka_client_options(settings, client_id="intent-demo-alerts"),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=500,
-        client_id="intent-demo-alerts",
     )
     try:
         while not stop.is_set():
@@ -211,6 +208,13 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             # Simulated time runs far faster than the wall clock: later cohorts are "future".
             max_clock_skew=0.0,
         )
+        if not stack.kafka:
+            from intent_stream.runner import wait_for_broker
+
+            # A broker that does not answer gets a clear message (BrokerUnavailable, printed
+            # by main) after retries with back-off, not a hang or a traceback.
+            print(f"  waiting for Kafka at {settings.kafka}...", flush=True)
+            wait_for_broker(settings)
         ensure_topics(settings)
         log_path = stack.workdir / "worker.log"
         env = {**os.environ, **_settings_env(settings)}
@@ -306,7 +310,9 @@ def _summary(
         f"{counters.alerts} alerts read back from {settings.alerts_topic}",
         file=out,
     )
-    client = redis.Redis.from_url(settings.redis, password=settings.redis_password or None)
+    from intent_stream.app import redis_options
+
+    client = redis.Redis.from_url(settings.redis, **redis_options(settings))
     try:
         top: list[tuple[bytes, float]] = client.zrevrange(  # type: ignore[assignment]
             by_score_key(settings.redis_prefix), 0, 4, withscores=True

@@ -15,6 +15,7 @@ between them cannot split them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 
 from intent_stream.events import Event, Rejected, decode_record, parse_event
+from intent_stream.privacy import ForgetRequest, is_forget
 from intent_stream.scoring import (
     FEATURES,
     OUTCOMES,
@@ -42,6 +44,9 @@ from intent_stream.scoring import (
     fit_traits,
     topic_of,
 )
+from intent_stream.topics import partition_for
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "INTENT_RULE",
@@ -165,6 +170,8 @@ class AccountProcessor:
         offset: int,
     ) -> RecordResult:
         """Apply one record; per-event problems dead-letter that event only."""
+        if is_forget(value):
+            return self.forget(table, value or b"", partition=partition)
         result = RecordResult()
         try:
             raw_events, src = decode_record(value)
@@ -246,6 +253,46 @@ class AccountProcessor:
             signals=signals,
             traits=scoring.traits,
         )
+
+    def forget(
+        self, table: MutableMapping[str, Any], value: bytes, *, partition: int
+    ) -> RecordResult:
+        """Apply a forget control record (:mod:`intent_stream.privacy`): remove its people
+        from the accounts ``partition`` owns, so each change lands in that partition's
+        changelog. Idempotent; no alert is decided (forgetting is not activity)."""
+        result = RecordResult()
+        request = ForgetRequest.from_bytes(value)
+        if request is None:
+            result.dead_letters.append(
+                DeadLetter("bad_control", "unreadable forget request", value)
+            )
+            return result
+        for account_id, state in list(table.items()):
+            if state is None or partition_for(account_id, request.partitions) != partition:
+                continue
+            signals = AccountSignals.from_dict(state["signals"])
+            if not [p for p in request.people if signals.forget_person(p)]:
+                continue
+            now = float(state["event_time"])
+            x = signals.features(now)
+            score = self.model.score_one(x)
+            table[account_id] = {**state, "signals": signals.to_dict(), "score": round(score, 2)}
+            result.snapshots[account_id] = AccountView(
+                account_id=account_id,
+                score=score,
+                features=x,
+                events=int(state["events"]),
+                alerts=PolicyState.from_dict(state["policy"]).episode,
+                event_time=now,
+                updated_at=self.clock(),
+            )
+        logger.info(
+            "forget request %s: person removed from %d account(s) of partition %d",
+            request.request_id,
+            len(result.snapshots),
+            partition,
+        )
+        return result
 
     def render(self, view: AccountView) -> dict[str, Any]:
         """The read-model snapshot of an account, with its reasons, fit and topics.

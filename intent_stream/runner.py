@@ -10,7 +10,7 @@ from typing import Any
 import faust
 
 from intent_stream.settings import Settings
-from intent_stream.topics import ensure_topics
+from intent_stream.topics import ensure_topics, kafka_client_options
 
 __all__ = ["BrokerUnavailable", "resolve_embedded", "run_worker", "wait_for_broker"]
 
@@ -36,33 +36,79 @@ def resolve_embedded(settings: Settings, stack: ExitStack) -> Settings:
     )
 
 
-def wait_for_broker(settings: Settings, *, timeout: float = 60.0) -> None:
-    """Block until the brokers answer a metadata request, retrying with back-off."""
-    from kafka import KafkaAdminClient
+def wait_for_broker(
+    settings: Settings,
+    *,
+    timeout: float | None = None,
+    attempt_timeout: float = 3.0,
+    max_delay: float = 5.0,
+) -> None:
+    """Block until the brokers answer a metadata request, retrying with back-off.
+
+    Each attempt is bounded by ``attempt_timeout`` (kafka-python's own bootstrap wait is 30 s
+    per client, which would turn the retry loop into one long hang). The first failure is
+    logged as a warning that says what is wrong; each retry is logged with its delay; after
+    ``timeout`` (``settings.kafka_wait``) :class:`BrokerUnavailable` says what to check.
+    kafka-python's own per-connection errors are silenced meanwhile: we say it once, clearly.
+    """
+    from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    timeout = settings.kafka_wait if timeout is None else timeout
+    attempt_ms = int(attempt_timeout * 1000)
+    # bootstrap_timeout_ms exists from kafka-python 2.1 on; older ones know the second name.
+    wanted = {"bootstrap_timeout_ms": attempt_ms, "api_version_auto_timeout_ms": attempt_ms}
+    limits = {k: v for k, v in wanted.items() if k in KafkaAdminClient.DEFAULT_CONFIG}
     deadline = time.monotonic() + timeout
     delay = 0.5
-    while True:
-        try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=settings.kafka.split(","),
-                client_id=f"{settings.app_id}-probe",
-                request_timeout_ms=5000,
-            )
-        except (KafkaError, OSError, ValueError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise BrokerUnavailable(
-                    f"Kafka at {settings.kafka} did not answer within {timeout:.0f}s "
-                    f"({type(exc).__name__}: {exc}). Check INTENT_STREAM_KAFKA, that the "
-                    "broker is running and reachable, or use 'embedded' for a local one."
-                ) from exc
-            logger.warning("Kafka at %s not reachable yet (%s); retrying", settings.kafka, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        else:
-            admin.close()
-            return
+    attempts = 0
+    kafka_logger = logging.getLogger("kafka")
+    level = kafka_logger.level
+    kafka_logger.setLevel(logging.CRITICAL)
+    try:
+        while True:
+            attempts += 1
+            try:
+                admin = KafkaAdminClient(
+                    **kafka_client_options(settings, client_id=f"{settings.app_id}-probe"),
+                    request_timeout_ms=max(attempt_ms, 1000),
+                    **limits,
+                )
+                try:
+                    admin.list_topics()
+                finally:
+                    admin.close()
+            except (KafkaError, OSError, ValueError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if time.monotonic() + delay > deadline:
+                    raise BrokerUnavailable(
+                        f"Kafka at {settings.kafka} did not answer within {timeout:.0f}s "
+                        f"({attempts} attempts; {reason}). Check INTENT_STREAM_KAFKA, that the "
+                        "broker is running and reachable from here, the security settings "
+                        "(INTENT_STREAM_KAFKA_SECURITY_PROTOCOL ...), or use 'embedded' for a "
+                        "local one."
+                    ) from exc
+                if attempts == 1:
+                    logger.warning(
+                        "Kafka at %s is not reachable (%s); retrying with back-off for up to %.0fs",
+                        settings.kafka,
+                        reason,
+                        timeout,
+                    )
+                else:
+                    logger.info(
+                        "Kafka still not reachable after %d attempts; next try in %.1fs",
+                        attempts,
+                        delay,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, max_delay)
+            else:
+                if attempts > 1:
+                    logger.info("Kafka at %s answered after %d attempts", settings.kafka, attempts)
+                return
+    finally:
+        kafka_logger.setLevel(level)
 
 
 class _Worker(faust.Worker):

@@ -47,6 +47,12 @@ class Settings:
         "Kafka bootstrap servers (host:port,...), or 'embedded' to start a local broker.",
         group="connections",
     )
+    kafka_wait: float = _opt(
+        60.0,
+        "Seconds to wait for the brokers at start-up (retrying with back-off) before "
+        "giving up with an error.",
+        group="connections",
+    )
     redis: str = _opt(
         EMBEDDED,
         "Redis URL (redis://host:port/db, rediss:// for TLS), or 'embedded' to start one.",
@@ -60,6 +66,44 @@ class Settings:
     )
     redis_prefix: str = _opt(
         "intent:", "Prefix of every Redis key the engine writes.", group="connections"
+    )
+    redis_username: str = _opt(
+        "",
+        "Redis ACL user name (empty: the default user; the password is redis_password).",
+        group="connections",
+    )
+    redis_ssl_cafile: str = _opt(
+        "",
+        "CA bundle to verify the Redis server's certificate with (rediss:// URLs only; empty: "
+        "the system's CAs).",
+        group="connections",
+    )
+    # Kafka security: passed to every Kafka client the engine opens (topics.py).
+    kafka_security_protocol: str = _opt(
+        "PLAINTEXT",
+        "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+        group="connections",
+    )
+    kafka_sasl_mechanism: str = _opt(
+        "PLAIN",
+        "SASL mechanism when the protocol is SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+        group="connections",
+    )
+    kafka_username: str = _opt("", "SASL user name.", group="connections")
+    kafka_password: str = _opt(
+        "", "SASL password (kept out of logs).", secret=True, group="connections"
+    )
+    kafka_ssl_cafile: str = _opt(
+        "",
+        "CA bundle to verify the brokers' certificates with (SSL, SASL_SSL; empty: the "
+        "system's CAs).",
+        group="connections",
+    )
+    kafka_ssl_certfile: str = _opt(
+        "", "Client certificate (PEM) for mutual TLS with the brokers.", group="connections"
+    )
+    kafka_ssl_keyfile: str = _opt(
+        "", "Private key (PEM) of the client certificate.", group="connections"
     )
     # -- topics ------------------------------------------------------------------------
     events_topic: str = _opt(
@@ -353,6 +397,8 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('replication')} must be at least 1 (got {s.replication})"
     if not 0 < s.web_port < 65536:
         yield f"{env_name('web_port')} must be a TCP port (got {s.web_port})"
+    if s.kafka_wait < 0:
+        yield f"{env_name('kafka_wait')} must be 0 or more (got {s.kafka_wait})"
     if s.session_timeout <= 0:
         yield f"{env_name('session_timeout')} must be positive (got {s.session_timeout})"
     if not 0 <= s.alert_exit <= s.alert_enter <= 100:
@@ -388,6 +434,7 @@ def _validate(s: Settings) -> Iterator[str]:
     if s.max_body_bytes < 1024:
         yield f"{env_name('max_body_bytes')} must be at least 1024 (got {s.max_body_bytes})"
     yield from _validate_forwarding(s)
+    yield from _validate_security(s)
     topics = [s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic]
     if len(set(topics)) != len(topics):
         yield "the raw, event, alert, dead-letter and identity topics must have different names"
@@ -407,3 +454,32 @@ def _validate_forwarding(s: Settings) -> Iterator[str]:
     others = {s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic}
     if s.alerts_dlq_topic in others:
         yield f"{env_name('alerts_dlq_topic')} must differ from every other topic"
+
+
+#: Kafka security protocols and SASL mechanisms the engine's clients all support.
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _validate_security(s: Settings) -> Iterator[str]:
+    protocol = s.kafka_security_protocol
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        yield (
+            f"{env_name('kafka_security_protocol')} must be one of "
+            f"{', '.join(KAFKA_SECURITY_PROTOCOLS)} (got {protocol!r})"
+        )
+    if protocol.startswith("SASL_"):
+        if s.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            yield (
+                f"{env_name('kafka_sasl_mechanism')} must be one of "
+                f"{', '.join(KAFKA_SASL_MECHANISMS)} (got {s.kafka_sasl_mechanism!r})"
+            )
+        if not (s.kafka_username and s.kafka_password):
+            yield (
+                f"{env_name('kafka_security_protocol')}={protocol} needs "
+                f"{env_name('kafka_username')} and {env_name('kafka_password')}"
+            )
+    if bool(s.kafka_ssl_certfile) != bool(s.kafka_ssl_keyfile):
+        yield f"{env_name('kafka_ssl_certfile')} and {env_name('kafka_ssl_keyfile')} go together"
+    if s.redis_ssl_cafile and not s.redis.startswith("rediss://"):
+        yield f"{env_name('redis_ssl_cafile')} needs a rediss:// URL in {env_name('redis')}"

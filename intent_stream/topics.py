@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,14 @@ __all__ = [
     "TopicMismatchError",
     "TopicSpec",
     "Topics",
+    "aiokafka_client_options",
     "changelog_topic",
     "declare",
     "ensure_topics",
+    "faust_broker_credentials",
+    "kafka_client_options",
+    "kafka_security_options",
+    "kafka_ssl_context",
     "partition_for",
     "topic_specs",
 ]
@@ -158,9 +164,93 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """Connection options shared by every kafka-python client the engine opens."""
-    return {"bootstrap_servers": settings.kafka.split(","), "client_id": settings.app_id}
+def kafka_security_options(settings: Settings) -> dict[str, Any]:
+    """Security options (TLS, SASL) in the names kafka-python and aiokafka both use.
+
+    Only what is configured is included, so a PLAINTEXT setup passes nothing beyond the
+    protocol.
+
+    >>> kafka_security_options(Settings())
+    {'security_protocol': 'PLAINTEXT'}
+    >>> opts = kafka_security_options(Settings(kafka_security_protocol="SASL_SSL",
+    ...     kafka_sasl_mechanism="SCRAM-SHA-512", kafka_username="u", kafka_password="p"))
+    >>> sorted(opts)
+    ['sasl_mechanism', 'sasl_plain_password', 'sasl_plain_username', 'security_protocol']
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_username
+        options["sasl_plain_password"] = settings.kafka_password
+    return options
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the SSL and SASL_SSL protocols (None for the others).
+
+    Verifies the brokers against ``kafka_ssl_cafile`` (else the system's CAs) and presents
+    the client certificate when one is configured.
+    """
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None)
+    return context
+
+
+def kafka_client_options(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
+    """Connection options for every kafka-python client the engine opens (admin, producers,
+    consumers): brokers, client id, and the security settings.
+
+    >>> opts = kafka_client_options(Settings(kafka="k1:9092,k2:9092"), client_id="probe")
+    >>> opts["bootstrap_servers"], opts["client_id"], opts["security_protocol"]
+    (['k1:9092', 'k2:9092'], 'probe', 'PLAINTEXT')
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka.split(","),
+        "client_id": client_id or settings.app_id,
+        **kafka_security_options(settings),
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        # kafka-python builds its own context from files (and verifies the host name).
+        options["ssl_cafile"] = settings.kafka_ssl_cafile or None
+        options["ssl_certfile"] = settings.kafka_ssl_certfile or None
+        options["ssl_keyfile"] = settings.kafka_ssl_keyfile or None
+    return options
+
+
+def aiokafka_client_options(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
+    """The same for aiokafka clients, which take a ready TLS context instead of files."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka.split(","),
+        "client_id": client_id or settings.app_id,
+        **kafka_security_options(settings),
+    }
+    context = kafka_ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    return options
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    """Faust's ``broker_credentials`` for the security settings (None for PLAINTEXT)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = kafka_ssl_context(settings)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    # SASL_PLAINTEXT without a context, SASL_SSL with one (Faust picks the protocol from it).
+    return faust.SASLCredentials(
+        username=settings.kafka_username,
+        password=settings.kafka_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context,
+    )
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:

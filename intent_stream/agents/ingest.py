@@ -22,7 +22,10 @@ import orjson
 
 from intent_stream.agents.sinks import observe_send, send_dead_letters
 from intent_stream.identity import IdentityEdge
+from intent_stream.pipeline import DeadLetter
+from intent_stream.privacy import ForgetRequest, forget_pending, is_forget
 from intent_stream.readmodel import identity_key
+from intent_stream.topics import aiokafka_client_options
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
@@ -47,6 +50,9 @@ def register(engine: Engine) -> None:
         records = 0
         async for event in stream.events():
             message = event.message
+            if is_forget(event.value):
+                await _forget(engine, event.value, message)
+                continue
             checked = processor.check(event.value, received_at=message.timestamp or time.time())
             source = f"{message.partition}:{message.offset}"
             duplicates = await dedup.duplicates(
@@ -112,14 +118,52 @@ async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
         metrics.identity_nodes.set(len(graph))
 
 
+async def _forget(engine: Engine, value: bytes, message: Any) -> None:
+    """This raw partition's part of a forget request (see :mod:`intent_stream.privacy`)."""
+    request = ForgetRequest.from_bytes(value)
+    if request is None:
+        letter = DeadLetter("bad_control", "unreadable forget request", value)
+        await send_dead_letters(engine, [letter], message)
+        return
+    metrics, topics, prefix = engine.metrics, engine.topics, engine.settings.redis_prefix
+    edges = [edge for node in request.nodes for edge in engine.ingest.graph.forget(node)]
+    for edge in edges:  # the requester sent tombstones for the nodes it knew; these too
+        await observe_send(
+            topics.identity.send(key=edge.key.encode(), value=None),
+            metrics=metrics,
+            topic="identity",
+        )
+    nodes = sorted({*request.nodes, *(edge.node for edge in edges)})
+    for node in nodes:
+        engine.read_model.put(identity_key(prefix, node), None)
+    removed = forget_pending(engine.pending, nodes, partition=message.partition)
+    # Forwarded behind every event this raw partition forwarded before: the scoring agent
+    # sees the person's earlier events first, then the request.
+    for partition in range(engine.settings.partitions):
+        await observe_send(
+            topics.events.send(key=b"forget", value=value, partition=partition),
+            metrics=metrics,
+            topic="events",
+        )
+    if edges:
+        metrics.identity_nodes.set(len(engine.ingest.graph))
+    logger.info(
+        "forget request %s: %d identity edge(s) and %d pending event(s) removed in raw "
+        "partition %d",
+        request.request_id,
+        len(edges),
+        removed,
+        message.partition,
+    )
+
+
 async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
     """Apply every identity edge of every partition to the local graph, forever."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     settings = engine.settings
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.split(","),
-        client_id=f"{settings.app_id}-identity-reader",
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-identity-reader"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

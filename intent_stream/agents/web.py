@@ -39,6 +39,18 @@ def register(engine: Engine) -> None:
         # CONTENT_TYPE carries a charset parameter, which aiohttp wants separately.
         return web.bytes(engine.metrics.exposition(), content_type=CONTENT_TYPE.split(";")[0])
 
+    from faust.web import View
+
+    @app.page("/people/{person_id}")
+    class People(View):
+        """``DELETE /people/{id}``: forget a person (see :mod:`intent_stream.privacy`)."""
+
+        async def delete(self, request: Any, person_id: str) -> Any:
+            from intent_stream.privacy import request_forget
+
+            report = await request_forget(engine, person_id)
+            return self.json(report.as_dict(), status=202)
+
     @app.page("/healthz")  # type: ignore[untyped-decorator]
     async def healthz(web: Any, request: Any) -> Any:
         return web.json(

@@ -290,6 +290,8 @@ def forward(
     from kafka import KafkaConsumer, KafkaProducer
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from intent_stream.app import redis_options
+
     stop = threading.Event() if stop is None else stop
     metrics = Metrics(CollectorRegistry())
     group = options.group_id(settings)
@@ -302,9 +304,9 @@ def forward(
             logger.info("metrics on http://%s:%d/metrics", settings.web_host, metrics_port)
         client = redis.Redis.from_url(
             settings.redis,
-            password=settings.redis_password or None,
             socket_timeout=5.0,
             socket_connect_timeout=5.0,
+            **redis_options(settings),
         )
         cleanup.callback(client.close)
         producer = KafkaProducer(

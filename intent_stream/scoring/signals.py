@@ -297,6 +297,18 @@ class AccountSignals:
             if senior is not None:
                 cell[1] = int(senior)
 
+    def forget_person(self, person_id: str) -> bool:
+        """Remove a person from the committee (a privacy request); return whether it was there.
+
+        Only the person's entry goes: the signals their events added stay, counted for the
+        account, with nothing that names them.
+
+        >>> s = AccountSignals(); s.learn_one(signal="pricing_view", ts=0.0, person_id="p1")
+        >>> s.forget_person("p1"), s.forget_person("p1"), s.features(0.0)["people"]
+        (True, False, 0.0)
+        """
+        return self.people.pop(person_id, None) is not None
+
     def velocity(self, now: float) -> float:
         """Events in the last 7 days against the weekly average of the 21 before (smoothed)."""
         today = int(now // DAY)
