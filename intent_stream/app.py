@@ -19,6 +19,7 @@ from intent_stream.metrics import Metrics
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.readmodel import RedisReadModel
 from intent_stream.scoring import HotLeadPolicy, IntentModel
+from intent_stream.scoring.stages import StageMachine, load_stage_model
 from intent_stream.settings import Settings
 from intent_stream.topics import ACCOUNT_STATE_TABLE, PENDING_TABLE, Topics, declare
 
@@ -59,6 +60,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     """The Faust app for ``settings``, with every topic, table and agent declared."""
     if settings.kafka_embedded:
         raise ValueError("resolve the embedded broker to an address before creating the app")
+    # First, before anything is built: a bad stage config stops the worker with its line and
+    # problem (StageConfigError) instead of half-starting it.
+    stage_model = load_stage_model(settings.stage_config)
     datadir = settings.data_dir or tempfile.mkdtemp(prefix="intent-stream-data-")
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     app = faust.App(
@@ -113,6 +117,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             exit=settings.alert_exit,
             cooldown_s=settings.alert_cooldown,
         ),
+        stages=StageMachine(model=stage_model),
     )
     pending = (
         app.Table(PENDING_TABLE, default=None, partitions=settings.partitions, key_type=str)

@@ -34,6 +34,7 @@ from intent_stream.scoring import (
     alert_id,
     classify,
 )
+from intent_stream.scoring.stages import StageMachine, StageState, StageTransition
 
 __all__ = [
     "INTENT_RULE",
@@ -81,6 +82,8 @@ class AccountView:
     alerts: int
     event_time: float
     updated_at: float
+    #: The account's stored stage state (see :meth:`AccountProcessor.stage_step`), if any.
+    stage: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -94,6 +97,8 @@ class RecordResult:
     skipped: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
+    #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
+    transitions: list[StageTransition] = field(default_factory=list)
 
 
 def iso(ts: float) -> str:
@@ -119,11 +124,13 @@ class AccountProcessor:
         policy: HotLeadPolicy,
         clock: Callable[[], float] = time.time,
         top_reasons: int = 3,
+        stages: StageMachine | None = None,
     ) -> None:
         self.model = model
         self.policy = policy
         self.clock = clock
         self.top_reasons = top_reasons
+        self.stages = stages
 
     def process(
         self,
@@ -191,6 +198,7 @@ class AccountProcessor:
             result.alerts.append(
                 self._alert(account_id, score, reasons, policy_state, now, n_events, state)
             )
+        stage = self.stage_step(account_id, state, events, signals, score, now, result)
         table[account_id] = {
             "off": {**applied, source: offset},
             "signals": signals.to_dict(),
@@ -198,6 +206,7 @@ class AccountProcessor:
             "events": n_events,
             "event_time": now,
             "score": round(score, 2),
+            **({"stage": stage} if stage is not None else {}),
         }
         result.snapshots[account_id] = AccountView(
             account_id=account_id,
@@ -207,6 +216,7 @@ class AccountProcessor:
             alerts=policy_state.episode,
             event_time=now,
             updated_at=self.clock(),
+            stage=stage,
         )
 
     def render(self, view: AccountView) -> dict[str, Any]:
@@ -225,7 +235,43 @@ class AccountProcessor:
             "alerts": view.alerts,
             "last_event_at": iso(view.event_time),
             "updated_at": iso(view.updated_at),
+            **self.render_stage(view),
         }
+
+    def stage_step(
+        self,
+        account_id: str,
+        previous: Mapping[str, Any] | None,
+        events: list[Event],
+        signals: AccountSignals,
+        score: float,
+        now: float,
+        result: RecordResult,
+    ) -> dict[str, Any] | None:
+        """Run the stage machine on the account after scoring; return its new stage state.
+
+        ``previous`` is the account's table value before this record; the transitions made
+        go to ``result.transitions``.
+        """
+        if self.stages is None:
+            return None
+        stored = previous.get("stage") if previous is not None else None
+        step = self.stages.step(
+            StageState.from_dict(stored) if stored is not None else None,
+            account_id=account_id,
+            events=[(e.ts, e.body) for e in events],
+            signals=signals,
+            intent_score=score,
+            now=now,
+        )
+        result.transitions.extend(step.transitions)
+        return step.state.to_dict()
+
+    def render_stage(self, view: AccountView) -> dict[str, Any]:
+        """The stage, since when, and the last transitions, for the read model."""
+        if self.stages is None or view.stage is None:
+            return {}
+        return self.stages.view(view.account_id, view.stage)
 
     def _learn_event(self, signals: AccountSignals, event: Event, result: RecordResult) -> None:
         body = event.body

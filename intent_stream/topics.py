@@ -120,6 +120,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             schema="sales-alert.v1.json",
         ),
         TopicSpec(
+            settings.transitions_topic,
+            n,
+            key="account id (UTF-8)",
+            value="journey stage transition (JSON object, see README): from, to, reason, "
+            "event time, probability, deterministic transition_id",
+            schema="stage-transition.v1.json",
+        ),
+        TopicSpec(
             settings.dlq_topic,
             n,
             key="the rejected record's key, unchanged",
@@ -229,6 +237,7 @@ class Topics:
     alerts: Any
     dlq: Any
     identity: Any
+    transitions: Any
 
 
 def declare(app: Any, settings: Settings) -> Topics:
@@ -245,4 +254,5 @@ def declare(app: Any, settings: Settings) -> Topics:
         events=app.topic(settings.events_topic, partitions=settings.partitions, **raw),
         alerts=app.topic(settings.alerts_topic, partitions=settings.partitions, **raw),
         dlq=app.topic(settings.dlq_topic, partitions=settings.partitions, **raw),
+        transitions=app.topic(settings.transitions_topic, partitions=settings.partitions, **raw),
     )

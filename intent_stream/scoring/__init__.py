@@ -29,6 +29,18 @@ from intent_stream.scoring.signals import (
     SignalSpec,
     classify,
 )
+from intent_stream.scoring.stages import (
+    StageConfigError,
+    StageMachine,
+    StageModel,
+    StageState,
+    StageTransition,
+    default_stage_model,
+    load_stage_model,
+    parse_stage_model,
+    transition_id,
+)
+from intent_stream.scoring.transitions import TransitionModel
 
 __all__ = [
     "BAND_MODERATE",
@@ -47,13 +59,23 @@ __all__ = [
     "PolicyState",
     "Reason",
     "SignalSpec",
+    "StageConfigError",
+    "StageMachine",
+    "StageModel",
+    "StageState",
+    "StageTransition",
+    "TransitionModel",
     "alert_id",
     "average_precision",
     "backtest",
     "classify",
+    "default_stage_model",
     "fit_band",
     "load_fit_model",
+    "load_stage_model",
     "log_loss",
+    "parse_stage_model",
     "roc_auc",
     "save_fit_model",
+    "transition_id",
 ]
