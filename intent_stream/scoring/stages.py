@@ -52,8 +52,8 @@ from intent_stream.scoring.transitions import TransitionModel
 __all__ = [
     "BUILTIN_MEASURES",
     "DEFAULT_STAGE_CONFIG",
-    "Evidence",
     "Clause",
+    "Evidence",
     "OutcomeSpec",
     "Rule",
     "StageConfigError",
@@ -114,6 +114,7 @@ _STAGE_KEYS = {
     "from",
     "next",
     "customer",
+    "exit_reason",
 }
 _OUTCOME_KEYS = {"event", "to", "from", "hold_days"}
 _EVENT_KEYS = {"names", "half_life_days", "phrase"}
@@ -186,6 +187,7 @@ class StageSpec:
     from_stages: frozenset[str] = frozenset()
     next: str | None = None
     customer: bool = False
+    exit_reason: str = "evidence faded"
 
 
 @dataclass(frozen=True)
@@ -553,6 +555,10 @@ def _parse_stage(
     if not isinstance(description, str):
         problems.add(where, "description", f"{label}: description must be a string")
         description = ""
+    exit_reason = raw.get("exit_reason", "evidence faded")
+    if not isinstance(exit_reason, str) or not exit_reason.strip():
+        problems.add(where, "exit_reason", f"{label}: exit_reason must be a non-empty string")
+        exit_reason = "evidence faded"
     return StageSpec(
         name=name,
         rank=i,
@@ -564,6 +570,7 @@ def _parse_stage(
         from_stages=from_stages or frozenset(),
         next=next_stage if isinstance(next_stage, str) else None,
         customer=customer,
+        exit_reason=exit_reason,
     )
 
 
@@ -886,6 +893,8 @@ class Evidence:
                 return f"product usage fell {1.0 - value:.0%} against the previous weeks"
             return f"product usage at {value:.0%} of its recent rate"
         if name == "active_users":
+            if rising:
+                return f"{value:.0%} of the people active in the last 60 days still active"
             return f"only {value:.0%} of the people active in the last 60 days were active lately"
         if name == "churn_probability":
             days = self.machine.model.churn_horizon_days
@@ -897,8 +906,9 @@ class Evidence:
         if name == "high_intent" and rising:
             return f"high-intent activity ({value:.1f} recently)"
         label = spec.phrase if spec else tracked.phrase if tracked else name.replace("_", " ")
-        direction = "at or above" if rising else "down to"
-        return f"{label} {direction} {value:.1f} (threshold {clause.threshold:g})"
+        if rising:
+            return f"{label}: {value:.2g} (at least {clause.threshold:g})"
+        return f"{label}: only {value:.2g} recently (below {clause.threshold:g})"
 
 
 # -- the machine -----------------------------------------------------------------------------
@@ -963,6 +973,7 @@ class StageMachine:
             self._move(
                 state, ev, account_id, self.model.initial, first, ["first activity seen"], out
             )
+        overridden = False
         for ts, body in ordered:
             self._dormancy(state, ev, account_id, ts, out)
             state.last_activity = max(state.last_activity, ts)
@@ -970,9 +981,10 @@ class StageMachine:
             name = body.get("event") if body.get("type") == "track" else None
             outcome = self._outcomes.get(name.lower()) if isinstance(name, str) else None
             if outcome is not None:
-                self._override(state, ev, account_id, outcome, ts, name or "", out)
+                overridden |= self._override(state, ev, account_id, outcome, ts, name or "", out)
         ev.refresh()  # usage and tracked events changed
-        self._evaluate(state, ev, account_id, max(now, state.since), out)
+        if not overridden:  # a record with a CRM outcome is decided by the outcome
+            self._evaluate(state, ev, account_id, max(now, state.since), out)
         self._expire(state, ev, now)
         return StageStep(state, out)
 
@@ -1062,18 +1074,20 @@ class StageMachine:
         ts: float,
         event: str,
         out: list[StageTransition],
-    ) -> None:
+    ) -> bool:
+        """Apply a CRM outcome; True if it moved the account."""
         if state.last_outcome is not None and ts < state.last_outcome:
-            return  # a late outcome older than one already applied does not undo it
+            return False  # a late outcome older than one already applied does not undo it
         state.last_outcome = ts
         if outcome.from_stages is not None and state.stage not in outcome.from_stages:
-            return
+            return False
         if state.stage == outcome.to:
-            return
+            return False
         at = max(ts, state.since)
         self._move(state, ev, account_id, outcome.to, at, [f"CRM outcome: {event}"], out)
         if outcome.hold_days:
             state.hold_until = at + outcome.hold_days * DAY
+        return True
 
     def _evaluate(
         self,
@@ -1094,7 +1108,7 @@ class StageMachine:
                     account_id,
                     spec.exit_to,
                     at,
-                    ["evidence faded: " + why[0], *why[1:]],
+                    [f"{spec.exit_reason}: {why[0]}", *why[1:]],
                     out,
                 )
                 return
