@@ -809,6 +809,16 @@ class Evidence:
         """Forget cached measures (after the state they read from changed)."""
         self._cache.clear()
 
+    def holds(self, rule: Rule) -> bool:
+        """Whether every clause of ``rule`` holds (a plain loop: this runs on every record)."""
+        cache = self._cache
+        for clause in rule.clauses:
+            name = clause.measure
+            value = cache[name] if name in cache else self.get(name)
+            if not clause.holds(value):
+                return False
+        return True
+
     def get(self, name: str) -> float | None:
         if name not in self._cache:
             self._cache[name] = self._compute(name)
@@ -1100,7 +1110,7 @@ class StageMachine:
         """At most one evidence transition per step: an exit first, else the best entry."""
         spec = self.model.by_name[state.stage]
         for rule in spec.exit:
-            if spec.exit_to is not None and all(c.holds(ev.get(c.measure)) for c in rule.clauses):
+            if spec.exit_to is not None and ev.holds(rule):
                 why = [ev.describe(c) for c in rule.clauses]
                 self._move(
                     state,
@@ -1116,7 +1126,7 @@ class StageMachine:
             return
         for candidate in self._entries[state.stage]:
             for rule in candidate.enter:
-                if all(c.holds(ev.get(c.measure)) for c in rule.clauses):
+                if ev.holds(rule):
                     why = [ev.describe(c) for c in rule.clauses]
                     self._move(state, ev, account_id, candidate.name, at, why, out)
                     return
