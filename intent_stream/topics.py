@@ -120,14 +120,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             schema="sales-alert.v1.json",
         ),
         TopicSpec(
-            settings.transitions_topic,
-            n,
-            key="account id (UTF-8)",
-            value="journey stage transition (JSON object, see README): from, to, reason, "
-            "event time, probability, deterministic transition_id",
-            schema="stage-transition.v1.json",
-        ),
-        TopicSpec(
             settings.dlq_topic,
             n,
             key="the rejected record's key, unchanged",
@@ -140,6 +132,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             key="the alert's key (account id), unchanged",
             value="the refused alert's bytes, unchanged (no value schema of its own); ce_* "
             "headers kept, status and reason in dlq.* headers",
+        ),
+        TopicSpec(
+            settings.transitions_topic,
+            n,
+            key="account id (UTF-8)",
+            value="journey stage transition (JSON object, see README): from, to, reason, "
+            "event time, probability, deterministic transition_id",
+            schema="stage-transition.v1.json",
         ),
         TopicSpec(
             changelog_topic(settings, ACCOUNT_STATE_TABLE),
