@@ -76,7 +76,7 @@ DEFAULT_STAGE_CONFIG = "stages.default.toml"
 _MAX_STAGES = 20
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
-_REASON_CHARS = 120
+_REASON_CHARS = 80
 # Product usage is followed at two speeds; the ratio of their rates is the usage trend.
 _USAGE_SHORT_DAYS = 7.0
 _USAGE_LONG_DAYS = 28.0
@@ -884,7 +884,8 @@ class Evidence:
         }
         for name in self.machine.tracked:
             x[name] = math.log1p(self.get(name) or 0.0)
-        return {k: round(v, 3) for k, v in x.items()}
+        # Zeros are left out: the regression reads a missing feature as 0, and state stays small.
+        return {k: r for k, v in x.items() if (r := round(v, 2))}
 
     def describe(self, clause: Clause) -> str:
         """A clause that held, in plain words with the account's value."""
