@@ -28,6 +28,7 @@ from intent_stream.scoring import (
     IntentModel,
     load_fit_model,
 )
+from intent_stream.scoring.stages import StageMachine, load_stage_model
 from intent_stream.settings import Settings
 from intent_stream.topics import (
     ACCOUNT_STATE_TABLE,
@@ -114,6 +115,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     """The Faust app for ``settings``, with every topic, table and agent declared."""
     if settings.kafka_embedded:
         raise ValueError("resolve the embedded broker to an address before creating the app")
+    # First, before anything is built: a bad stage config stops the worker with its line and
+    # problem (StageConfigError) instead of half-starting it.
+    stage_model = load_stage_model(settings.stage_config)
     datadir = settings.data_dir or tempfile.mkdtemp(prefix="intent-stream-data-")
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     app = faust.App(
@@ -175,6 +179,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             features=FEATURES,
         ),
         fit=initial_fit_model(settings) if "score" in roles else FitModel(),
+        stages=StageMachine(model=stage_model),
     )
     pending = (
         app.Table(PENDING_TABLE, default=None, partitions=settings.partitions, key_type=str)

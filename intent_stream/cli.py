@@ -37,6 +37,7 @@ commands:
             each one, once, to a Slack or any other webhook
   fit       backtest the fit model on a CRM export (progressive validation), or train it
             and store it for the engine
+  stages    'stages check [FILE]' validates a journey stage config and prints its stages
 
 Settings come from flags, then INTENT_STREAM_* environment variables, then defaults.
 Run 'intent-stream COMMAND --help' for a command's options.
@@ -685,6 +686,41 @@ def _add_fit_parser(sub: Any) -> None:
     train.set_defaults(func=_cmd_fit)
 
 
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from intent_stream.scoring.stages import load_stage_model
+
+    path = args.file if args.file is not None else _settings(args).stage_config
+    model = load_stage_model(path)  # StageConfigError is printed by main()
+    print(f"{model.source}: OK, {len(model.stages)} stages, initial {model.initial!r}")
+    for spec in model.stages:
+        flags = " (customer)" if spec.customer else ""
+        print(f"\n{spec.name}{flags}: {spec.description}".rstrip(": "))
+        if spec.enter:
+            sources = ", ".join(s.name for s in model.stages if s.name in spec.from_stages)
+            print(f"  enter from {sources or '(nowhere)'} when any of:")
+            for rule in spec.enter:
+                print(f"    {rule.text}")
+        if spec.exit and spec.exit_to:
+            print(f"  exit to {spec.exit_to} when any of:")
+            for rule in spec.exit:
+                print(f"    {rule.text}")
+        if spec.dormant_days and spec.exit_to:
+            print(f"  dormant after {spec.dormant_days:g} days -> {spec.exit_to}")
+        if spec.next:
+            print(f"  next: {spec.next} (probability within {model.horizon_days:g} days)")
+    if model.outcomes:
+        print("\noutcomes:")
+        for outcome in model.outcomes:
+            sources = (
+                "any stage"
+                if outcome.from_stages is None
+                else ", ".join(s.name for s in model.stages if s.name in outcome.from_stages)
+            )
+            hold = f", hold {outcome.hold_days:g} days" if outcome.hold_days else ""
+            print(f"  {outcome.event} -> {outcome.to} (from {sources}{hold})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -835,6 +871,18 @@ def build_parser() -> argparse.ArgumentParser:
     settings.set_defaults(func=_cmd_settings)
     _add_alerts_parser(sub)
     _add_fit_parser(sub)
+    stages = sub.add_parser(
+        "stages",
+        help="check a journey stage config and print its stages",
+        description="Validate a journey stage config (TOML) as the worker does at start: "
+        "errors name the file, line and problem (exit 1); a valid one prints its stages, "
+        "rules and outcomes. Without FILE, checks INTENT_STREAM_STAGE_CONFIG (or the built-in "
+        "default when that is empty).",
+    )
+    stages.add_argument("action", choices=["check"], help="what to do")
+    stages.add_argument("file", nargs="?", default=None, metavar="FILE", help="the TOML file")
+    _add_setting_flags(stages, ["alerts"])
+    stages.set_defaults(func=_cmd_stages)
     return parser
 
 
@@ -868,9 +916,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_facing(exc: BaseException) -> bool:
     """Errors whose message already says what to do: print it, not a traceback."""
     from intent_stream.runner import BrokerUnavailable
+    from intent_stream.scoring.stages import StageConfigError
     from intent_stream.topics import TopicMismatchError
 
-    known: tuple[type[Any], ...] = (BrokerUnavailable, TopicMismatchError, SettingsError)
+    known: tuple[type[Any], ...] = (
+        BrokerUnavailable,
+        TopicMismatchError,
+        SettingsError,
+        StageConfigError,
+    )
     from intent_stream.alerts.tail import AlertsError
 
     known = (*known, AlertsError)

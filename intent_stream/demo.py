@@ -49,6 +49,9 @@ class _Counters:
     sent: int = 0
     alerts: int = 0
     alert_ids: set[str] = field(default_factory=set)
+    transition_ids: set[str] = field(default_factory=set)
+    #: transitions read back, by the stage entered
+    stages: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -142,6 +145,57 @@ def _consume_alerts(
         consumer.close()
 
 
+#: Stage changes the demo prints a line for (all are counted in the summary): the ones sales
+#: and customer success act on. Entering awareness, consideration or falling back is not shown.
+SHOWN_STAGES = frozenset({"purchase", "customer", "at_risk", "churned"})
+
+
+def _format_transition(t: dict[str, Any]) -> str:
+    arrow = f"{t['from'] or 'new'} -> {t['to']}"
+    chance = ""
+    if t.get("churn_probability") is not None and t["to"] == "at_risk":
+        chance = f"  churn risk {t['churn_probability']:.0%}"
+    elif t.get("probability") is not None and t.get("next"):
+        chance = f"  chance of {t['next']} next: {t['probability']:.0%}"
+    return (
+        f"\033[1mSTAGE\033[0m    {t['account_id']:<28} {arrow:<26} ({t['event_time'][:10]})"
+        f"  {t['reason']}{chance}"
+    )
+
+
+def _consume_transitions(
+    settings: Settings, counters: _Counters, stop: threading.Event, out: Any
+) -> None:
+    """Print stage changes as a CRM would see them: read back from the transitions topic."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.transitions_topic,
+        **kafka_client_options(settings, client_id="intent-demo-stages"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=500,
+    )
+    try:
+        while not stop.is_set():
+            for record in consumer:
+                transition = orjson.loads(record.value)
+                with counters.lock:
+                    if transition["transition_id"] in counters.transition_ids:
+                        continue
+                    counters.transition_ids.add(transition["transition_id"])
+                    to = transition["to"]
+                    counters.stages[to] = counters.stages.get(to, 0) + 1
+                if transition["to"] in SHOWN_STAGES:
+                    _clear_status(out)
+                    print(_format_transition(transition), file=out, flush=True)
+                if stop.is_set():
+                    break
+    finally:
+        consumer.close()
+
+
 def _scrape(url: str) -> dict[str, float]:
     """Sum each metric family of a Prometheus text page (labels dropped)."""
     totals: dict[str, float] = {}
@@ -227,7 +281,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         _wait_for_worker(metrics_url, worker, log_path, timeout=60)
         print(
             f"  publishing simulated journeys of {options.accounts} accounts per cohort at "
-            f"{options.rate:.0f} events/s; alerts appear below as sales receives them\n",
+            f"{options.rate:.0f} events/s; alerts (HOT LEAD) and stage changes (STAGE: "
+            f"purchase, customer, at_risk, churned) appear below as read back from "
+            f"{settings.alerts_topic} and {settings.transitions_topic}\n",
             flush=True,
         )
         threads = [
@@ -236,6 +292,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             ),
             threading.Thread(
                 target=_consume_alerts, args=(settings, counters, stop, out), daemon=True
+            ),
+            threading.Thread(
+                target=_consume_transitions, args=(settings, counters, stop, out), daemon=True
             ),
         ]
         for thread in threads:
@@ -287,7 +346,8 @@ def _status_loop(
         last_t, last_processed = now, processed
         line = (
             f"[{now - started:5.0f}s] sent {counters.sent:,}  processed {processed:,.0f} "
-            f"({rate:,.0f}/s)  accounts {accounts:,}  alerts {counters.alerts}"
+            f"({rate:,.0f}/s)  accounts {accounts:,}  alerts {counters.alerts}  "
+            f"stage changes {len(counters.transition_ids):,}"
         )
         if tty:
             out.write("\r\033[K" + line)
@@ -302,7 +362,7 @@ def _summary(
 ) -> None:
     import redis
 
-    from intent_stream.readmodel import by_score_key
+    from intent_stream.readmodel import account_key, by_score_key
 
     _clear_status(out)
     print(
@@ -310,6 +370,13 @@ def _summary(
         f"{counters.alerts} alerts read back from {settings.alerts_topic}",
         file=out,
     )
+    if counters.stages:
+        entered = ", ".join(f"{stage} {n:,}" for stage, n in sorted(counters.stages.items()))
+        print(
+            f"{len(counters.transition_ids):,} stage transitions read back from "
+            f"{settings.transitions_topic}; accounts entering each stage: {entered}",
+            file=out,
+        )
     from intent_stream.app import redis_options
 
     client = redis.Redis.from_url(settings.redis, **redis_options(settings))
@@ -318,9 +385,12 @@ def _summary(
             by_score_key(settings.redis_prefix), 0, 4, withscores=True
         )
         if top:
-            print("top accounts by intent score (from Redis):", file=out)
+            print("top accounts by intent score, with their stage (from Redis):", file=out)
             for account_id, score in top:
-                print(f"  {account_id.decode():<28} {float(score):5.1f}", file=out)
+                raw = client.get(account_key(settings.redis_prefix, account_id.decode()))
+                doc = orjson.loads(raw) if isinstance(raw, bytes) else {}
+                stage = doc.get("stage", "")
+                print(f"  {account_id.decode():<28} {float(score):5.1f}  {stage}", file=out)
     finally:
         client.close()
     out.flush()

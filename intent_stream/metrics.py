@@ -19,6 +19,8 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,7 +42,7 @@ FAUST_PREFIX = "intent_stream_faust"
 #: zero so a dashboard shows a flat line, not "no data", before the first record.
 AGENTS = ("ingest", "score-accounts")
 #: Logical roles of the topics the agents produce to (``topic`` label of produce errors).
-PRODUCE_TOPICS = ("alerts", "dlq", "events", "identity")
+PRODUCE_TOPICS = ("alerts", "dlq", "events", "identity", "transitions")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Event time is set by the tracker; events arrive late (offline devices, batch imports,
@@ -62,6 +64,8 @@ _EVENT_TIME_BUCKETS = (
     4 * 3600.0,
     86400.0,
 )
+# Time in a journey stage, in event time: an hour to a year.
+_STAGE_BUCKETS = tuple(d * 86400.0 for d in (1 / 24, 0.25, 1, 3, 7, 14, 30, 60, 90, 180, 365))
 # Collector answers wait for the broker's acknowledgement: a few milliseconds when healthy.
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -181,7 +185,8 @@ class Metrics:
         )
         self.produce_errors = Counter(
             p + "produce_errors_total",
-            "Sends to Kafka that failed, by topic role (alerts, dlq).",
+            "Sends to Kafka that failed, by topic role (alerts, dlq, events, identity, "
+            "transitions).",
             ["topic"],
             registry=registry,
         )
@@ -203,6 +208,27 @@ class Metrics:
         self.redis_pending = Gauge(
             p + "redis_pending_accounts",
             "Changed accounts waiting to be written to Redis.",
+            registry=registry,
+        )
+        # Journey stages. ``stage``, ``from`` and ``to`` take the configured stage names (a
+        # config holds at most 20) and "none" (a new account's from).
+        self.stage_accounts = Gauge(
+            p + "stage_accounts",
+            "Accounts in each journey stage, in this worker's state table.",
+            ["stage"],
+            registry=registry,
+        )
+        self.stage_transitions = Counter(
+            p + "stage_transitions_total",
+            "Journey stage transitions published, by from and to stage.",
+            ["from", "to"],
+            registry=registry,
+        )
+        self.time_in_stage = Histogram(
+            p + "time_in_stage_seconds",
+            "Event-time seconds an account spent in a stage, observed when it leaves it.",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
             registry=registry,
         )
         # Faust's sensor metrics (see faust.sensors.prometheus), fed by a PrometheusMonitor
@@ -320,6 +346,14 @@ class Metrics:
             buckets=_REQUEST_BUCKETS,
             registry=registry,
         )
+
+    def init_stages(self, stages: Iterable[str], transitions: Iterable[tuple[str, str]]) -> None:
+        """Start the stage series at zero, so panels and rates see them move from the start."""
+        for stage in stages:
+            self.stage_accounts.labels(stage=stage)
+            self.time_in_stage.labels(stage=stage)
+        for frm, to in transitions:
+            self.stage_transitions.labels(**{"from": frm, "to": to})
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

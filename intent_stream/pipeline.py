@@ -44,6 +44,7 @@ from intent_stream.scoring import (
     fit_traits,
     topic_of,
 )
+from intent_stream.scoring.stages import StageMachine, StageState, StageTransition
 from intent_stream.topics import partition_for
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class AccountView:
     updated_at: float
     signals: AccountSignals | None = None
     traits: dict[str, Any] = field(default_factory=dict)
+    #: The account's stored stage state (see :meth:`AccountProcessor.stage_step`), if any.
+    stage: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -121,6 +124,8 @@ class RecordResult:
     labels: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
     surges: int = 0
+    #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
+    transitions: list[StageTransition] = field(default_factory=list)
 
 
 def iso(ts: float) -> str:
@@ -152,6 +157,7 @@ class AccountProcessor:
         labels: DelayedLabels | None = None,
         fit: FitModel | None = None,
         health: ProgressiveValidation | None = None,
+        stages: StageMachine | None = None,
     ) -> None:
         self.model = model
         self.policy = policy
@@ -160,6 +166,7 @@ class AccountProcessor:
         self.labels = labels if labels is not None else DelayedLabels(features=FEATURES)
         self.fit = fit if fit is not None else FitModel()
         self.health = health if health is not None else ProgressiveValidation()
+        self.stages = stages
 
     def process(
         self,
@@ -233,6 +240,7 @@ class AccountProcessor:
                     account_id, score, reasons, policy_state, now, n_events, state, scoring.traits
                 )
             )
+        stage = self.stage_step(account_id, state, events, signals, score, now, result)
         table[account_id] = {
             "off": {**applied, source: offset},
             "signals": signals.to_dict(),
@@ -241,6 +249,7 @@ class AccountProcessor:
             "event_time": now,
             "score": round(score, 2),
             **self._dump_scoring(scoring),
+            **({"stage": stage} if stage is not None else {}),
         }
         result.snapshots[account_id] = AccountView(
             account_id=account_id,
@@ -252,6 +261,7 @@ class AccountProcessor:
             updated_at=self.clock(),
             signals=signals,
             traits=scoring.traits,
+            stage=stage,
         )
 
     def forget(
@@ -330,7 +340,43 @@ class AccountProcessor:
             "alerts": view.alerts,
             "last_event_at": iso(view.event_time),
             "updated_at": iso(view.updated_at),
+            **self.render_stage(view),
         }
+
+    def stage_step(
+        self,
+        account_id: str,
+        previous: Mapping[str, Any] | None,
+        events: list[Event],
+        signals: AccountSignals,
+        score: float,
+        now: float,
+        result: RecordResult,
+    ) -> dict[str, Any] | None:
+        """Run the stage machine on the account after scoring; return its new stage state.
+
+        ``previous`` is the account's table value before this record; the transitions made
+        go to ``result.transitions``.
+        """
+        if self.stages is None:
+            return None
+        stored = previous.get("stage") if previous is not None else None
+        step = self.stages.step(
+            StageState.from_dict(stored) if stored is not None else None,
+            account_id=account_id,
+            events=[(e.ts, e.body) for e in events],
+            signals=signals,
+            intent_score=score,
+            now=now,
+        )
+        result.transitions.extend(step.transitions)
+        return step.state.to_dict()
+
+    def render_stage(self, view: AccountView) -> dict[str, Any]:
+        """The stage, since when, and the last transitions, for the read model."""
+        if self.stages is None or view.stage is None:
+            return {}
+        return self.stages.view(view.account_id, view.stage)
 
     def explain(self, x: Mapping[str, float], signals: AccountSignals, now: float) -> list[Reason]:
         """The intent score's reasons; a topic surge is named after its topic."""

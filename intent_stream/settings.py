@@ -138,6 +138,11 @@ class Settings:
         "Dead letters of the alert forwarder: alerts a webhook refused (4xx), with the status.",
         group="topics",
     )
+    transitions_topic: str = _opt(
+        "intent.stage-transitions.v1",
+        "Journey stage transitions (from, to, reason, probability), keyed by account.",
+        group="topics",
+    )
     # -- worker ------------------------------------------------------------------------
     app_id: str = _opt(
         "intent-stream",
@@ -271,6 +276,12 @@ class Settings:
         "fit-model.pkl",
         "Fit model file: 'intent-stream fit train' writes it, the engine loads it "
         "(relative paths are from the working directory).",
+        group="alerts",
+    )
+    stage_config: str = _opt(
+        "",
+        "Journey stage model (TOML file, checked at start: 'intent-stream stages check FILE'); "
+        "empty means the built-in default (intent_stream/stages.default.toml).",
         group="alerts",
     )
 
@@ -438,6 +449,8 @@ def _validate(s: Settings) -> Iterator[str]:
     topics = [s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic]
     if len(set(topics)) != len(topics):
         yield "the raw, event, alert, dead-letter and identity topics must have different names"
+    if s.transitions_topic in {*topics, s.alerts_dlq_topic}:
+        yield f"{env_name('transitions_topic')} must differ from every other topic"
 
 
 def _validate_forwarding(s: Settings) -> Iterator[str]:

@@ -140,6 +140,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             "headers kept, status and reason in dlq.* headers",
         ),
         TopicSpec(
+            settings.transitions_topic,
+            n,
+            key="account id (UTF-8)",
+            value="journey stage transition (JSON object, see README): from, to, reason, "
+            "event time, probability, deterministic transition_id",
+            schema="stage-transition.v1.json",
+        ),
+        TopicSpec(
             changelog_topic(settings, ACCOUNT_STATE_TABLE),
             n,
             key="account id (JSON string)",
@@ -319,6 +327,7 @@ class Topics:
     alerts: Any
     dlq: Any
     identity: Any
+    transitions: Any
 
 
 def declare(app: Any, settings: Settings) -> Topics:
@@ -335,4 +344,5 @@ def declare(app: Any, settings: Settings) -> Topics:
         events=app.topic(settings.events_topic, partitions=settings.partitions, **raw),
         alerts=app.topic(settings.alerts_topic, partitions=settings.partitions, **raw),
         dlq=app.topic(settings.dlq_topic, partitions=settings.partitions, **raw),
+        transitions=app.topic(settings.transitions_topic, partitions=settings.partitions, **raw),
     )

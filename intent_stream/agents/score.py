@@ -31,12 +31,14 @@ from intent_stream.scoring import (
 if TYPE_CHECKING:
     from intent_stream.app import Engine
 
-__all__ = ["AGENT", "ModelCheckpointer", "register"]
+__all__ = ["AGENT", "STAGE_COUNT_INTERVAL", "ModelCheckpointer", "register"]
 
 logger = logging.getLogger(__name__)
 
 #: The agent's name, also its ``agent`` label in ``intent_stream_agent_records_total``.
 AGENT = "score-accounts"
+#: Seconds between recounts of accounts per stage (a pass over the worker's account table).
+STAGE_COUNT_INTERVAL = 5.0
 
 
 class ModelCheckpointer:
@@ -184,6 +186,27 @@ def register(engine: Engine) -> None:
         if checkpointer.restored:
             await checkpointer.save()
 
+    stages = engine.processor.stages
+    if stages is not None:
+        metrics.init_stages(
+            [s.name for s in stages.model.stages], stages.model.possible_transitions()
+        )
+
+        @app.timer(STAGE_COUNT_INTERVAL)  # type: ignore[untyped-decorator]
+        async def count_stages() -> None:
+            _count_stages(metrics, engine.accounts, [s.name for s in stages.model.stages])
+
+
+def _count_stages(metrics: Metrics, accounts: Any, names: list[str]) -> None:
+    """Accounts per stage, recounted from the table (exact after rebalances and restarts)."""
+    counts = dict.fromkeys(names, 0)
+    for state in accounts.values():
+        stage = state.get("stage") if state else None
+        if stage is not None and stage["s"] in counts:
+            counts[stage["s"]] += 1
+    for name, n in counts.items():
+        metrics.stage_accounts.labels(stage=name).set(n)
+
 
 def _observe_model(metrics: Metrics, processor: AccountProcessor) -> None:
     model = processor.model
@@ -215,6 +238,7 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
         )
         metrics.alerts_published.labels(rule="intent_threshold").inc()
         logger.info("alert %s for account %s", alert.alert_id, alert.account_id)
+    await _publish_transitions(engine, result)
     await send_dead_letters(engine, result.dead_letters, message)
     for kind, n in result.applied.items():
         metrics.events_processed.labels(type=kind).inc(n)
@@ -230,3 +254,24 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
         metrics.events_skipped.inc(result.skipped)
     if result.snapshots:
         engine.read_model.update(result.snapshots)
+
+
+async def _publish_transitions(engine: Engine, result: RecordResult) -> None:
+    """Send stage transitions, keyed by account, in the order they were made."""
+    metrics = engine.metrics
+    for transition in result.transitions:
+        await observe_send(
+            engine.topics.transitions.send(
+                key=transition.account_id.encode(),
+                value=orjson.dumps(transition.to_payload()),
+                headers=[("transition_id", transition.transition_id.encode())],
+            ),
+            metrics=metrics,
+            topic="transitions",
+        )
+        frm = transition.from_stage or "none"
+        metrics.stage_transitions.labels(**{"from": frm, "to": transition.to_stage}).inc()
+        if transition.from_stage is not None and transition.seconds_in_previous is not None:
+            metrics.time_in_stage.labels(stage=transition.from_stage).observe(
+                transition.seconds_in_previous
+            )

@@ -41,7 +41,19 @@ from intent_stream.scoring.signals import (
     fit_traits,
     topic_of,
 )
+from intent_stream.scoring.stages import (
+    StageConfigError,
+    StageMachine,
+    StageModel,
+    StageState,
+    StageTransition,
+    default_stage_model,
+    load_stage_model,
+    parse_stage_model,
+    transition_id,
+)
 from intent_stream.scoring.surge import TopicSurge, normalise_topic
+from intent_stream.scoring.transitions import TransitionModel
 
 __all__ = [
     "BAND_MODERATE",
@@ -67,19 +79,29 @@ __all__ = [
     "ProgressiveValidation",
     "Reason",
     "SignalSpec",
+    "StageConfigError",
+    "StageMachine",
+    "StageModel",
+    "StageState",
+    "StageTransition",
     "TopicSurge",
+    "TransitionModel",
     "alert_id",
     "average_precision",
     "backtest",
     "classify",
+    "default_stage_model",
     "dump_checkpoint",
     "fit_band",
     "fit_traits",
     "load_checkpoint",
     "load_fit_model",
+    "load_stage_model",
     "log_loss",
     "normalise_topic",
+    "parse_stage_model",
     "roc_auc",
     "save_fit_model",
     "topic_of",
+    "transition_id",
 ]

@@ -71,6 +71,7 @@ def settings(endpoints: EmbeddedEndpoints, tmp_path: Path) -> Settings:
         events_topic=f"it.{tag}.events.v1",
         alerts_topic=f"it.{tag}.sales-alerts.v1",
         dlq_topic=f"it.{tag}.events.dlq.v1",
+        transitions_topic=f"it.{tag}.stage-transitions.v1",
         redis_prefix=f"it:{tag}:",
         partitions=4,
         session_timeout=6.0,
