@@ -305,7 +305,7 @@ def _simulate_to_kafka(
     if args.truth and not Path(args.truth).parent.is_dir():
         print(f"simulate: cannot write {args.truth}: no such directory", file=sys.stderr)
         return 2
-    wait_for_broker(settings)
+    wait_for_broker(settings, timeout=args.wait)
     ensure_topics(settings)
     if args.truth:
         try:
@@ -791,6 +791,13 @@ def _add_simulate_parser(sub: Any) -> None:
         default=None,
         metavar="EVENTS_PER_S",
         help="publish at most this many events per second (default: as fast as possible)",
+    )
+    simulate.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker to answer before giving up (default 60)",
     )
     _add_setting_flags(simulate, ["connections", "topics", "worker"])
     simulate.set_defaults(func=_cmd_simulate)

@@ -187,11 +187,14 @@ class _Progress:
         timestamp: str | None,
         *,
         final: bool = False,
+        complete: bool = False,
     ) -> None:
         seconds = time.monotonic() - self.start
         rate = events / seconds if seconds > 0 else 0.0
         text = f"{self.verb} {events:,} events  {rate:,.0f} events/s"
-        if config is not None and timestamp is not None:
+        if complete:
+            text += "  100.0%"
+        elif config is not None and timestamp is not None:
             done = _share_done(config, timestamp)
             if self.cohorts == 0:
                 text += f"  cohort {cohort + 1} {done:5.1f}%"
@@ -267,7 +270,7 @@ def write_simulation(
             tmp.unlink(missing_ok=True)
     summary.delivered = summary.events
     summary.seconds = time.monotonic() - started
-    progress.show(summary.events, 0, None, None, final=True)
+    progress.show(summary.events, 0, None, None, final=True, complete=True)
     return summary
 
 
@@ -379,7 +382,8 @@ def publish_simulation(
             producer.close(timeout=5)
     summary.cohorts = len(seen)
     summary.seconds = time.monotonic() - started
-    progress.show(summary.events, cohort, config, last_ts, final=True)
+    complete = not summary.interrupted and options.cohorts > 0
+    progress.show(summary.events, cohort, config, last_ts, final=True, complete=complete)
     with lock:
         undelivered = summary.events - summary.delivered - summary.failed
         if undelivered > 0:
