@@ -35,7 +35,7 @@ from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
 RATE = float(os.environ.get("BENCH_RATE", "2000"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 HOT_PER_S = float(os.environ.get("BENCH_HOT_PER_S", "4"))
 PARTITIONS = 4
 TICK = 0.01
