@@ -2,9 +2,9 @@
 
 One worker running both agents (ingest, scoring) on the embedded broker. A producer publishes
 to the raw topic at BENCH_RATE events/s for BENCH_SECONDS seconds, as a tracker would (every
-10 ms, one record per visitor partition): simulated journeys as background load, with *hot
+100 ms, one record per visitor partition): simulated journeys as background load, with *hot
 journeys* interleaved, a few per second: each a new account whose buying committee views
-pricing, downloads content and asks for a demo, one event every 50 ms, stamped with the
+pricing, downloads content and asks for a demo, one event every 100 ms, stamped with the
 current time. The alert's ``events`` field says how many of its account's events the worker
 had applied when it fired, so it names the event that triggered it; latency is from the
 moment that event was handed to the producer to the moment the alert is read back from the
@@ -38,8 +38,8 @@ RATE = float(os.environ.get("BENCH_RATE", "2000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 HOT_PER_S = float(os.environ.get("BENCH_HOT_PER_S", "4"))
 PARTITIONS = 4
-TICK = 0.01
-HOT_STEP = 0.05  # seconds between two events of a hot journey
+TICK = 0.1  # a tracker flush every 100 ms, one record per visitor partition (as the demo)
+HOT_STEP = 0.1  # seconds between two events of a hot journey
 TARGET_P99_MS = 250.0
 
 
