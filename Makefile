@@ -31,8 +31,21 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix intent_stream tests benchmarks
 	$(BIN)/ruff format intent_stream tests benchmarks
 
+# Every benchmarks/bench_*.py in turn (each prints a table and writes benchmarks/results/);
+# then one line per benchmark: its SUMMARY line, or its last line if it prints none.
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@mkdir -p benchmarks/results; : > benchmarks/results/summary.txt; start=$$(date +%s); \
+	for b in benchmarks/bench_*.py; do \
+		name=$$(basename $$b .py); log=benchmarks/results/$$name.log; t0=$$(date +%s); \
+		echo "== $$b"; \
+		{ $(BIN)/python -u $$b 2>&1; echo "exit=$$?"; } | tee $$log; \
+		grep -q '^exit=0$$' $$log || { echo "make bench: $$b failed (see $$log)"; exit 1; }; \
+		line=$$(grep '^SUMMARY ' $$log | tail -1 | sed 's/^SUMMARY //'); \
+		[ -n "$$line" ] || line="$$name: $$(grep -v '^exit=' $$log | grep -v '^ *$$' | tail -1)"; \
+		echo "$$line  ($$(( $$(date +%s) - t0 ))s)" >> benchmarks/results/summary.txt; \
+	done; \
+	echo; echo "== summary ($$(( $$(date +%s) - start ))s in all; load average: $$(cut -d' ' -f1-3 /proc/loadavg))"; \
+	cat benchmarks/results/summary.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

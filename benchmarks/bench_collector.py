@@ -212,6 +212,11 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "collector.json").write_text(json.dumps(results, indent=2))
+    shown = ", ".join(
+        f"{layout} {r['events_per_s']:,.0f} ev/s (p99 {r['p99_ms']:.0f} ms)"
+        for layout, r in results.items()
+    )
+    print(f"SUMMARY collector: {shown}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,10 @@ def main() -> None:
             {"us_per_row": costs, "backtest": metrics, "oracle_roc_auc": oracle, "rows": ROWS}
         )
     )
+    print(
+        f"SUMMARY fit: {learn_predict:.1f} us/row learn + predict, ROC AUC "
+        f"{metrics['roc_auc']:.3f} (oracle {oracle:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from intent_stream.settings import Settings, env_name, setting_fields
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
-ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "3000"))
+ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "1500"))
 # Events per tracker flush; one record per partition each, as the collector writes one HTTP
 # batch (segment-analytics-python flushes at 100 messages; 400 over 4 partitions ~ 100).
 TICK = int(os.environ.get("BENCH_TICK", "400"))
@@ -176,6 +176,11 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(result, indent=2))
+    print(
+        f"SUMMARY ingest: ingest-only {result['ingest_eps']:,.0f} ev/s "
+        f"({result['ingest_eps'] / ceiling:.3f}x raw {ceiling:,.0f}), "
+        f"score-only {score:,.0f} ev/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
 """End-to-end throughput of one worker, against the raw ceiling on the same broker.
 
-Preloads the event topic with simulated journeys (seeded), then measures in the same run:
+Loads a topic with simulated journeys (seeded), then measures in the same run:
 - raw ceiling: a plain aiokafka consumer reading and JSON-decoding every record;
 - the worker: decode, validate, state, features, score, alert policy, Redis read model,
   timed from its first processed event to the last (start-up and group join excluded).
-Two layouts: batched records (the events of one account within a window, as the collector and
-client write them) and one event per record (what kcat or a third-party producer writes).
-Prints a table and writes benchmarks/results/pipeline.json.
+Three layouts:
+- batched records on the account topic (the events of one account within a window, as the
+  ingest agent forwards them), scoring agent only;
+- one event per record on the account topic (what kcat or a third-party producer writes),
+  scoring agent only, beside a plain Faust counting agent on the same topic (faust_count.py):
+  the issue's yardstick for this layout is >= 0.8x that agent;
+- batched records on the raw topic, routed by visitor as the collector and the client write
+  them, through one worker running both agents (ingest: validate, normalise, de-duplicate in
+  Redis, resolve identity, forward; then scoring): the full path.
+Sizes: BENCH_ACCOUNTS (default 2000 accounts, 90 days); the one-event-per-record layout
+uses the first BENCH_ONE_EVENTS (15,000) of those events. Prints a table and writes
+benchmarks/results/pipeline.json.
 """
 
 from __future__ import annotations
@@ -23,32 +32,55 @@ from pathlib import Path
 import orjson
 from kafka import KafkaProducer
 
+from intent_stream.client import route_records
 from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
 from intent_stream.settings import Settings, env_name, setting_fields
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
-ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "3000"))
-WINDOW = 2_000  # events grouped per account within this many consecutive events
+ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "2000"))
+ONE_EVENTS = int(os.environ.get("BENCH_ONE_EVENTS", "15000"))
+TICK = 400  # events per tracker flush on the raw topic (as in bench_ingest.py)
+WINDOW = 2_000
+PARTITIONS = 4  # events grouped per account within this many consecutive events
 
 
-def records(batched: bool) -> tuple[list[tuple[bytes, bytes]], int]:
-    events = list(simulate(SimulationConfig(accounts=ACCOUNTS, days=90, seed=11)))
-    if not batched:
-        return [(e["context"]["groupId"].encode(), orjson.dumps(e)) for e in events], len(events)
-    out: list[tuple[bytes, bytes]] = []
+_EVENTS: list[dict] = []
+
+
+def sim_events() -> list[dict]:
+    if not _EVENTS:
+        _EVENTS.extend(simulate(SimulationConfig(accounts=ACCOUNTS, days=90, seed=11)))
+    return _EVENTS
+
+
+def records(layout: str) -> tuple[list[tuple[int | None, bytes, bytes]], int]:
+    """The records of ``layout`` as (partition or None for the key's, key, value)."""
+    events = sim_events()
+    if layout == "one":
+        # Faust's per-record cost makes this layout slow: a prefix keeps the run short.
+        few = events[:ONE_EVENTS]
+        return [(None, e["context"]["groupId"].encode(), orjson.dumps(e)) for e in few], len(few)
+    out: list[tuple[int | None, bytes, bytes]] = []
+    if layout == "raw":
+        for start in range(0, len(events), TICK):
+            for r in route_records(events[start : start + TICK], partitions=PARTITIONS):
+                out.append((r.partition, r.key, r.value))
+        return out, len(events)
     for start in range(0, len(events), WINDOW):
         groups: dict[str, list] = {}
         for e in events[start : start + WINDOW]:
             groups.setdefault(e["context"]["groupId"], []).append(e)
-        out.extend((k.encode(), orjson.dumps(v)) for k, v in groups.items())
+        out.extend((None, k.encode(), orjson.dumps(v)) for k, v in groups.items())
     return out, len(events)
 
 
-def preload(bootstrap: str, topic: str, recs: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512_000)
-    for key, value in recs:
-        producer.send(topic, key=key, value=value)
+def preload(bootstrap: str, topic: str, recs: list[tuple[int | None, bytes, bytes]]) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512_000, max_request_size=8 << 20
+    )
+    for partition, key, value in recs:
+        producer.send(topic, key=key, value=value, partition=partition)
     producer.flush()
     producer.close()
 
@@ -121,47 +153,107 @@ def worker_rate(settings: Settings, total: int, workdir: Path) -> float:
         stop_child(proc)
 
 
+def faust_count_rate(bootstrap: str, topic: str, n_records: int, workdir: Path) -> float:
+    """Records per second of a plain Faust counting agent reading ``topic``."""
+    tag = uuid.uuid4().hex[:6]
+    out = workdir / f"faust-count-{tag}.json"
+    env = {
+        **os.environ,
+        "COUNT_BROKER": bootstrap,
+        "COUNT_TOPIC": topic,
+        "COUNT_TARGET": str(n_records),
+        "COUNT_OUT": str(out),
+        "COUNT_APP_ID": f"bench-count-{tag}",
+    }
+    script = Path(__file__).with_name("faust_count.py")
+    proc = spawn_child(
+        [sys.executable, str(script), "worker"], env=env, log_path=workdir / f"{tag}.log"
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not out.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the Faust counting agent did not finish; see its log")
+            time.sleep(0.1)
+        time.sleep(0.1)  # the file is written in one call; let it land
+        result = json.loads(out.read_text())
+    finally:
+        stop_child(proc)
+    return float(result["records"]) / float(result["seconds"])
+
+
+LAYOUTS = {
+    "batched, account topic": "batched",
+    "one event per record, account topic": "one",
+    "batched, raw topic, ingest + score": "raw",
+}
+
+
 def main() -> None:
-    results = {}
+    results: dict[str, dict] = {}
+    workdir = Path(os.environ.get("TMPDIR", "/tmp"))
     with EmbeddedStack() as ep:
-        stack_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-        for layout, batched in (("batched records", True), ("one event per record", False)):
+        for name, layout in LAYOUTS.items():
             tag = uuid.uuid4().hex[:6]
             settings = Settings(
                 kafka=ep.kafka_bootstrap,
                 redis=ep.redis_url,
                 app_id=f"bench-{tag}",
+                agents="ingest,score" if layout == "raw" else "score",
+                raw_topic=f"bench.{tag}.raw",
+                identity_topic=f"bench.{tag}.identity",
                 events_topic=f"bench.{tag}.events",
                 alerts_topic=f"bench.{tag}.alerts",
                 dlq_topic=f"bench.{tag}.dlq",
-                partitions=4,
+                alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
+                partitions=PARTITIONS,
                 web_port=free_port(),
                 redis_prefix=f"bench:{tag}:",
+                session_timeout=6.0,
                 log_level="warning",
             )
             ensure_topics(settings)
-            recs, total = records(batched)
-            print(f"{layout}: preloading {total:,} events in {len(recs):,} records...", flush=True)
-            preload(ep.kafka_bootstrap, settings.events_topic, recs)
-            ceiling = asyncio.run(raw_ceiling(ep.kafka_bootstrap, settings.events_topic, len(recs)))
-            rate = worker_rate(settings, total, stack_dir)
-            results[layout] = {
+            topic = settings.raw_topic if layout == "raw" else settings.events_topic
+            recs, total = records(layout)
+            print(f"{name}: preloading {total:,} events in {len(recs):,} records...", flush=True)
+            preload(ep.kafka_bootstrap, topic, recs)
+            ceiling = asyncio.run(raw_ceiling(ep.kafka_bootstrap, topic, len(recs)))
+            rate = worker_rate(settings, total, workdir)
+            row = {
                 "events": total,
                 "records": len(recs),
                 "raw_ceiling_eps": ceiling,
                 "worker_eps": rate,
                 "ratio": rate / ceiling,
             }
+            if layout == "one":
+                count = faust_count_rate(ep.kafka_bootstrap, topic, len(recs), workdir)
+                row["faust_count_eps"] = count
+                row["ratio_to_faust_count"] = rate / count
+            results[name] = row
     header = ("layout", "events", "records", "raw eps", "worker eps", "ratio")
-    print("\n{:<22} {:>8} {:>8} {:>10} {:>11} {:>6}".format(*header))
-    for layout, r in results.items():
+    print("\n{:<36} {:>8} {:>8} {:>10} {:>11} {:>6}".format(*header))
+    for name, r in results.items():
         print(
-            f"{layout:<22} {r['events']:8,} {r['records']:8,} {r['raw_ceiling_eps']:10,.0f} "
+            f"{name:<36} {r['events']:8,} {r['records']:8,} {r['raw_ceiling_eps']:10,.0f} "
             f"{r['worker_eps']:11,.0f} {r['ratio']:6.3f}"
         )
+    one = results["one event per record, account topic"]
+    print(
+        f"plain Faust counting agent, one event per record: {one['faust_count_eps']:,.0f} "
+        f"events/s; the worker is {one['ratio_to_faust_count']:.2f}x it (target >= 0.8x)"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "pipeline.json").write_text(json.dumps(results, indent=2))
+    batched = results["batched, account topic"]
+    full = results["batched, raw topic, ingest + score"]
+    print(
+        f"SUMMARY pipeline: batched {batched['worker_eps']:,.0f} ev/s "
+        f"({batched['ratio']:.3f}x raw), raw topic ingest+score {full['worker_eps']:,.0f} ev/s "
+        f"({full['ratio']:.3f}x raw), one event/record {one['worker_eps']:,.0f} ev/s "
+        f"= {one['ratio_to_faust_count']:.2f}x Faust count [targets: 30,000 ev/s batched; 0.8x]"
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,12 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intent_stream.settings import Settings, SettingsError, env_name, setting_fields
+
+if TYPE_CHECKING:
+    from intent_stream.simulate_cli import SimulateOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +31,8 @@ commands:
   worker    run the scoring worker against a broker and Redis (production, docker-compose)
   collector serve the Segment HTTP Tracking API (/v1/track, /v1/batch ...) to the raw topic
   send      publish a JSONL file of Segment events to the raw topic
+  simulate  simulated B2B buyer journeys with known ground truth: to a JSONL file, or
+            published to the raw topic at a chosen rate
   topics    create (or check) every topic the engine needs, with its partition count
   identity  show a person's, cookie's or account's identity graph (from Redis)
   accounts  'accounts top' prints the accounts with the highest intent scores (from Redis)
@@ -301,6 +306,117 @@ def _cmd_send(args: argparse.Namespace) -> int:
         f"to {settings.raw_topic} in {summary.seconds:.1f}s; {summary.bad:,} bad line(s)"
     )
     return 0 if summary.ok else 1
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from intent_stream.simulate_cli import (
+        SimulateOptions,
+        parse_start,
+        truth_path_for,
+        write_simulation,
+    )
+
+    def usage(message: str) -> int:
+        print(f"simulate: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        options = SimulateOptions(
+            accounts=args.accounts,
+            days=args.days,
+            seed=args.seed,
+            reveal_share=args.reveal_share,
+            start=parse_start(args.start) if args.start else None,
+            ending_now=args.ending_now,
+            cohorts=args.cohorts,
+            rate=args.rate,
+        )
+    except ValueError as exc:
+        return usage(str(exc))
+    settings = _settings(args)
+    if args.output is not None:
+        if args.kafka is not None:
+            return usage("give --output FILE.jsonl or --kafka HOST:PORT, not both")
+        if args.rate is not None:
+            return usage("--rate paces publishing to Kafka; a file is written at full speed")
+        output = Path(args.output)
+        truth = Path(args.truth) if args.truth else truth_path_for(output)
+        if not output.parent.is_dir():
+            return usage(f"cannot write {output}: no directory {output.parent}")
+        try:
+            summary = write_simulation(options, output, truth=truth)
+        except ValueError as exc:
+            return usage(str(exc))
+        except OSError as exc:
+            print(f"simulate: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(
+            f"wrote {summary.events:,} events of {summary.accounts:,} accounts to {output} "
+            f"and their ground truth to {truth} in {summary.seconds:.1f}s"
+        )
+        return 0
+    if settings.kafka_embedded:
+        return usage(
+            "give --output FILE.jsonl, or the broker your workers read with --kafka HOST:PORT "
+            "(or INTENT_STREAM_KAFKA)"
+        )
+    return _simulate_to_kafka(args, settings, options)
+
+
+def _simulate_to_kafka(
+    args: argparse.Namespace, settings: Settings, options: SimulateOptions
+) -> int:
+    import signal
+    import threading
+
+    from intent_stream.runner import wait_for_broker
+    from intent_stream.simulate_cli import publish_simulation, write_truth
+    from intent_stream.topics import ensure_topics
+
+    if args.cohorts == 0 and args.truth:
+        print("simulate: --truth needs a finite run (--cohorts N > 0)", file=sys.stderr)
+        return 2
+    if args.truth and not Path(args.truth).parent.is_dir():
+        print(f"simulate: cannot write {args.truth}: no such directory", file=sys.stderr)
+        return 2
+    wait_for_broker(settings, timeout=args.wait)
+    ensure_topics(settings)
+    if args.truth:
+        try:
+            write_truth(options, Path(args.truth))
+        except OSError as exc:
+            print(f"simulate: cannot write {args.truth}: {exc.strerror}", file=sys.stderr)
+            return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        summary = publish_simulation(
+            options,
+            bootstrap_servers=settings.kafka,
+            topic=settings.raw_topic,
+            partitions=settings.partitions,
+            stop=stop,
+            client_id=f"{settings.app_id}-simulate",
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.error:
+        print(
+            f"simulate: {summary.failed:,} events not delivered: {summary.error}", file=sys.stderr
+        )
+    stopped = " (stopped)" if summary.interrupted else ""
+    print(
+        f"sent {summary.delivered:,} of {summary.events:,} events of {summary.accounts:,} "
+        f"accounts to {settings.raw_topic} in {summary.seconds:.1f}s{stopped}"
+    )
+    if summary.failed:
+        return 1
+    # Stopping is how a run of --cohorts 0 ends; a finite run cut short did not finish.
+    return 130 if summary.interrupted and args.cohorts != 0 else 0
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
@@ -721,6 +837,81 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_simulate_parser(sub: Any) -> None:
+    simulate = sub.add_parser(
+        "simulate",
+        help="simulated B2B buyer journeys, to a JSONL file or to the raw topic",
+        description="Simulate B2B accounts (firmographics, buying committees, anonymous "
+        "browsing before identification, a hidden stage progression with noise, outcomes) as "
+        "Segment-spec events, seeded and deterministic. With --output the events go to a "
+        "JSONL file and the ground truth (one JSON object per account) beside it; with "
+        "--kafka they are published to the raw topic, routed by visitor as the collector "
+        "does, with a progress line on stderr.",
+    )
+    simulate.add_argument(
+        "--accounts", type=int, default=200, metavar="N", help="accounts per cohort (200)"
+    )
+    simulate.add_argument(
+        "--days", type=float, default=90.0, metavar="D", help="simulated days per cohort (90)"
+    )
+    simulate.add_argument("--seed", type=int, default=42, metavar="S", help="seed (42)")
+    simulate.add_argument(
+        "--reveal-share",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="share of anonymous visitors whose events carry their account before they are "
+        "identified, as reverse-IP enrichment would (0-1; default 1). The others' events "
+        "carry no account until the visitor is identified",
+    )
+    simulate.add_argument(
+        "--start",
+        metavar="DATE",
+        help="start of the simulated clock, ISO-8601 UTC (default 2026-01-01)",
+    )
+    simulate.add_argument(
+        "--ending-now",
+        action="store_true",
+        help="place the first cohort's window so it ends now (workers reject events "
+        "stamped more than max_clock_skew ahead of arrival)",
+    )
+    simulate.add_argument(
+        "--cohorts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cohorts of --accounts, one after another in simulated time, seeds S, S+1 ... "
+        "(default 1; 0: until stopped, publishing only)",
+    )
+    simulate.add_argument(
+        "--output",
+        metavar="FILE.jsonl",
+        help="write the events here and the ground truth to FILE.truth.jsonl",
+    )
+    simulate.add_argument(
+        "--truth",
+        metavar="PATH",
+        help="where to write the ground truth (default with --output: FILE.truth.jsonl; "
+        "publishing: not written unless given)",
+    )
+    simulate.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="publish at most this many events per second (default: as fast as possible)",
+    )
+    simulate.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker to answer before giving up (default 60)",
+    )
+    _add_setting_flags(simulate, ["connections", "topics", "worker"])
+    simulate.set_defaults(func=_cmd_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -857,6 +1048,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_setting_flags(send, ["connections", "topics", "worker"])
     send.set_defaults(func=_cmd_send)
+
+    _add_simulate_parser(sub)
 
     settings = sub.add_parser(
         "settings",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,7 +30,7 @@ from intent_stream.pipeline import iso
 from intent_stream.topics import ensure_topics
 
 from ..deploy.files import (
-    DEPLOY,
+    COMPOSE,
     PROMETHEUS_DIR,
     dashboard_queries,
     prometheus_tools,
@@ -320,21 +318,24 @@ def test_dashboards_and_rules_evaluate_on_a_scraped_worker(
     assert len(NO_DATA_IN_A_SHORT_RUN) <= 3
 
 
-def test_generator_profile_script_publishes_simulated_journeys(settings, endpoints, tmp_path):
+def test_generator_profile_publishes_simulated_journeys_until_stopped(
+    settings, endpoints, tmp_path
+):
+    """The compose generator's own command line, against the embedded broker."""
+    command = yaml.safe_load(COMPOSE.read_text())["services"]["generator"]["command"]
     ensure_topics(settings)
-    env = {**settings_env(settings), "PYTHONPATH": os.pathsep.join(sys.path)}
     log_path = tmp_path / "generator.log"
     proc = spawn_child(
-        [sys.executable, str(DEPLOY / "generate.py"), "--rate", "200", "--duration", "2"],
-        env=env,
+        [sys.executable, "-m", "intent_stream", *command],
+        env=settings_env(settings),
         log_path=log_path,
     )
     try:
-        code = proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        stop_child(proc)
-        raise
-    assert code == 0, log_path.read_text()
-    records = read_topic(endpoints, settings.raw_topic, count=1, timeout=30)
-    events = orjson.loads(records[0].value)["batch"]
-    assert events[0]["type"] in {"identify", "track", "page", "group"}
+        records = read_topic(endpoints, settings.raw_topic, count=1, timeout=60)
+        events = orjson.loads(records[0].value)["batch"]
+        assert events[0]["type"] in {"identify", "track", "page", "group"}
+    finally:
+        stop_child(proc, timeout=30)
+    # SIGTERM is how the service stops: everything sent is flushed and it exits 0.
+    assert proc.returncode == 0, log_path.read_text()
+    assert "(stopped)" in log_path.read_text()

@@ -1,0 +1,271 @@
+"""Memory per account at 100,000 accounts: the state table's bytes and the worker's RSS.
+
+Starts one scoring worker (``agents=score``) on the embedded broker, warms it up, notes its
+resident memory, then feeds BENCH_MEMORY_ACCOUNTS (default 100,000) synthetic accounts of 2-6
+events each (identify calls with roles, page views, content and demo requests from 1-3
+people), batched as the ingest agent writes them: one record per account partition holding
+many accounts' events. When every event is applied it reports:
+
+- the account state's serialized size: the latest changelog value of each account (what the
+  table stores, replays and keeps in memory), read back from the changelog topic;
+- the worker's RSS growth divided by the number of accounts (Python objects for the table,
+  plus whatever the worker keeps per account besides), overall and marginal: the accounts
+  are fed in two halves and the growth over the second half, per account, leaves out the
+  fixed costs that come with the first load (fetch buffers, caches, allocator arenas);
+- the feed's throughput, for reference.
+
+Prints a table and writes benchmarks/results/memory.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from bench_ingest import counters
+from kafka import KafkaProducer
+
+from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
+from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.topics import ACCOUNT_STATE_TABLE, changelog_topic, ensure_topics, partition_for
+
+ACCOUNTS = int(os.environ.get("BENCH_MEMORY_ACCOUNTS", "100000"))
+PARTITIONS = 4
+PER_RECORD = 600  # events per record (one account partition each)
+TARGET_BYTES = 2048
+BASE_TS = 1_790_000_000.0  # 2026-09-21, any fixed time: the workload is deterministic
+ROLES = ["engineering", "it", "finance", "executive", "procurement", "marketing"]
+PAGES = ["/pricing", "/product", "/blog/intent-data", "/docs/api", "/compare/acme-vs-x", "/"]
+TRACKS = ["Whitepaper Downloaded", "Webinar Attended", "Demo Requested", "Email Clicked"]
+
+
+def account_events(rng: random.Random, i: int) -> list[dict]:
+    account = f"acct-{i:06d}.example"
+    people = [f"u-{i}-{p}" for p in range(rng.randint(1, 3))]
+    ts = BASE_TS + rng.uniform(0, 30 * 86400)
+    out = []
+    for n in range(rng.randint(2, 6)):
+        person = rng.choice(people)
+        ts += rng.uniform(60, 3 * 86400)
+        base = {
+            "userId": person,
+            "messageId": f"m-{i}-{n}",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts)),
+            "context": {"groupId": account},
+        }
+        roll = rng.random()
+        if n == 0 or roll < 0.2:
+            base |= {
+                "type": "identify",
+                "traits": {"email": f"{person}@{account}", "role": rng.choice(ROLES)},
+            }
+        elif roll < 0.7:
+            base |= {"type": "page", "properties": {"path": rng.choice(PAGES)}}
+        else:
+            base |= {"type": "track", "event": rng.choice(TRACKS)}
+        out.append(base)
+    return out
+
+
+def workload(seed: int = 5) -> tuple[list[tuple[int, bytes, bytes]], int]:
+    rng = random.Random(seed)
+    by_partition: dict[int, list[dict]] = {p: [] for p in range(PARTITIONS)}
+    records: list[tuple[int, bytes, bytes]] = []
+    total = 0
+    for i in range(ACCOUNTS):
+        events = account_events(rng, i)
+        total += len(events)
+        p = partition_for(events[0]["context"]["groupId"], PARTITIONS)
+        by_partition[p].extend(events)
+        if len(by_partition[p]) >= PER_RECORD:
+            batch = by_partition[p]
+            records.append((p, batch[0]["context"]["groupId"].encode(), orjson.dumps(batch)))
+            by_partition[p] = []
+    for p, batch in by_partition.items():
+        if batch:
+            records.append((p, batch[0]["context"]["groupId"].encode(), orjson.dumps(batch)))
+    return records, total
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def changelog_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:
+    """The size of each key's latest value on the changelog (key + value bytes)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    latest: dict[bytes, int] = {}
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            idle = 0 if batch else idle + 1
+            for msgs in batch.values():
+                for m in msgs:
+                    if m.key is not None and m.value is not None:
+                        latest[m.key] = len(m.key) + len(m.value)
+    finally:
+        await consumer.stop()
+    return latest
+
+
+def wait_processed(url: str, proc, target: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while (n := counters(url).get("intent_stream_events_processed_total", 0.0)) < target:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the worker stopped or stalled at {n:,.0f} of {target:,.0f} events")
+        time.sleep(0.05)
+    return n
+
+
+def main() -> None:
+    print(f"memory: building {ACCOUNTS:,} synthetic accounts...", flush=True)
+    records, total = workload()
+    with EmbeddedStack() as ep:
+        tag = uuid.uuid4().hex[:6]
+        settings = Settings(
+            kafka=ep.kafka_bootstrap,
+            redis=ep.redis_url,
+            app_id=f"bench-mem-{tag}",
+            agents="score",
+            raw_topic=f"bench.{tag}.raw",
+            identity_topic=f"bench.{tag}.identity",
+            events_topic=f"bench.{tag}.events",
+            alerts_topic=f"bench.{tag}.alerts",
+            dlq_topic=f"bench.{tag}.dlq",
+            alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
+            partitions=PARTITIONS,
+            web_port=free_port(),
+            redis_prefix=f"bench:{tag}:",
+            session_timeout=6.0,
+            log_level="warning",
+        )
+        ensure_topics(settings)
+        env = {
+            **os.environ,
+            **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
+        }
+        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+        proc = spawn_child(
+            [sys.executable, "-m", "intent_stream", "worker"],
+            env=env,
+            log_path=workdir / f"{settings.app_id}.log",
+        )
+        url = f"http://127.0.0.1:{settings.web_port}/metrics"
+        producer = KafkaProducer(
+            bootstrap_servers=ep.kafka_bootstrap,
+            linger_ms=20,
+            batch_size=1 << 20,
+            max_request_size=8 << 20,
+        )
+        try:
+            # Warm-up: one small account per partition, so the group has joined, every
+            # partition is assigned and the code paths have run before the baseline.
+            warm = [account_events(random.Random(p), 10_000_000 + p) for p in range(64)]
+            warm_total = sum(len(w) for w in warm)
+            for events in warm:
+                key = events[0]["context"]["groupId"]
+                producer.send(
+                    settings.events_topic,
+                    key=key.encode(),
+                    value=orjson.dumps(events),
+                    partition=partition_for(key, PARTITIONS),
+                )
+            producer.flush()
+            wait_processed(url, proc, warm_total, timeout=180)
+            time.sleep(1.0)  # let the warm-up's changelog writes and Redis flush settle
+            base_rss = rss_bytes(proc.pid)
+            print(
+                f"memory: worker ready, RSS {base_rss / 2**20:.0f} MiB; feeding "
+                f"{total:,} events in {len(records):,} records...",
+                flush=True,
+            )
+            # Two halves: the RSS growth between them is the marginal cost of an account,
+            # free of fixed costs that arrive with the first load (fetch buffers, caches).
+            half = len(records) // 2
+            half_events = sum(len(orjson.loads(v)) for _, _, v in records[:half])
+            half_accounts = len({e["context"]["groupId"] for _, _, v in records[:half]
+                                 for e in orjson.loads(v)})  # fmt: skip
+            feed_seconds = 0.0
+            rss_points = []
+            for part, target in ((records[:half], half_events), (records[half:], total)):
+                t0 = time.perf_counter()
+                for partition, key, value in part:
+                    producer.send(settings.events_topic, key=key, value=value, partition=partition)
+                producer.flush()
+                wait_processed(url, proc, warm_total + target, timeout=900)
+                feed_seconds += time.perf_counter() - t0
+                time.sleep(1.0)
+                rss_points.append(rss_bytes(proc.pid))
+            rss_half, rss = rss_points
+            accounts_gauge = counters(url).get("intent_stream_accounts", 0.0)
+        finally:
+            producer.close()
+            stop_child(proc, timeout=30)
+        sizes = asyncio.run(
+            changelog_sizes(ep.kafka_bootstrap, changelog_topic(settings, ACCOUNT_STATE_TABLE))
+        )
+    values = sorted(sizes.values())
+    growth = (rss - base_rss) / ACCOUNTS
+    marginal = (rss - rss_half) / (ACCOUNTS - half_accounts)
+    result = {
+        "accounts": ACCOUNTS,
+        "events": total,
+        "accounts_in_changelog": len(values),
+        "accounts_gauge": accounts_gauge,
+        "state_bytes_mean": statistics.fmean(values),
+        "state_bytes_p50": values[len(values) // 2],
+        "state_bytes_p99": values[int(len(values) * 0.99)],
+        "state_bytes_max": values[-1],
+        "rss_before_bytes": base_rss,
+        "rss_after_bytes": rss,
+        "rss_after_half_bytes": rss_half,
+        "rss_growth_bytes_per_account": growth,
+        "rss_marginal_bytes_per_account": marginal,
+        "feed_events_per_s": total / feed_seconds,
+    }
+    r = result
+    rows = [
+        ("state, serialized (changelog key + value), mean", f"{r['state_bytes_mean']:,.0f} B"),
+        ("  p50 / p99 / max", f"{r['state_bytes_p50']:,} / {r['state_bytes_p99']:,} / "
+         f"{r['state_bytes_max']:,} B"),
+        ("worker RSS: warm / half / all", f"{base_rss / 2**20:.0f} / {rss_half / 2**20:.0f} / "
+         f"{rss / 2**20:.0f} MiB"),
+        ("worker RSS growth per account, overall", f"{growth:,.0f} B"),
+        ("  marginal (second half of the accounts)", f"{marginal:,.0f} B"),
+        ("feed throughput (batched, scoring worker)", f"{r['feed_events_per_s']:,.0f} events/s"),
+    ]  # fmt: skip
+    print(f"\nmemory per account, {ACCOUNTS:,} accounts ({total:,} events; target <= 2 KB)")
+    for name, value in rows:
+        print(f"{name:<46} {value:>22}")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "memory.json").write_text(json.dumps(result, indent=2))
+    worst = max(result["state_bytes_mean"], marginal)
+    status = "ok" if worst <= TARGET_BYTES else "MISS"
+    print(
+        f"SUMMARY memory: {result['state_bytes_mean']:,.0f} B serialized state and "
+        f"{marginal:,.0f} B RSS per account (marginal; {growth:,.0f} B overall) at "
+        f"{ACCOUNTS:,} accounts [{status}]"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""One worker against two workers on the same topic: the scaling ratio.
+
+The full path: the raw topic (4 partitions), routed by visitor as the collector writes it,
+through workers running both agents (ingest + scoring) in one consumer group (same app id).
+For each run, on topics of its own: start the worker(s) on empty topics, send a warm-up
+record to every partition and wait until every worker has processed events (the group has
+settled and each worker holds partitions), then publish BENCH_SCALING_ACCOUNTS' simulated
+journeys and time the group from its first processed event to the last, summing the workers'
+``intent_stream_events_processed_total``. The machine has two cores, so two workers plus the
+broker, Redis and the producer compete for them.
+
+Prints a table and writes benchmarks/results/scaling.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bench_ingest import counters
+from kafka import KafkaProducer
+
+from intent_stream.client import route_records
+from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
+from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.simulate import SimulationConfig, simulate
+from intent_stream.topics import ensure_topics
+
+ACCOUNTS = int(os.environ.get("BENCH_SCALING_ACCOUNTS", "1000"))
+PARTITIONS = 4
+TICK = 400
+TARGET = 1.7
+METRIC = "intent_stream_events_processed_total"
+
+
+def load() -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, bytes, bytes]], int]:
+    events = list(simulate(SimulationConfig(accounts=ACCOUNTS, days=90, seed=17)))
+    out = []
+    for start in range(0, len(events), TICK):
+        for r in route_records(events[start : start + TICK], partitions=PARTITIONS):
+            out.append((r.partition, r.key, r.value))
+    # Warm-up: one event of a visitor per partition, from another seed's accounts.
+    warm_events = list(simulate(SimulationConfig(accounts=40, days=5, seed=99)))
+    warm = []
+    for p in range(PARTITIONS):
+        for r in route_records(warm_events, partitions=PARTITIONS):
+            if r.partition == p:
+                warm.append((r.partition, r.key, r.value))
+    return out, warm, len(events)
+
+
+def total(urls: list[str]) -> list[float]:
+    return [counters(url).get(METRIC, 0.0) for url in urls]
+
+
+def run(ep, n_workers: int, recs, warm, n_events: int, workdir: Path) -> float:
+    tag = uuid.uuid4().hex[:6]
+    settings = Settings(
+        kafka=ep.kafka_bootstrap,
+        redis=ep.redis_url,
+        app_id=f"bench-scale-{tag}",
+        raw_topic=f"bench.{tag}.raw",
+        identity_topic=f"bench.{tag}.identity",
+        events_topic=f"bench.{tag}.events",
+        alerts_topic=f"bench.{tag}.alerts",
+        dlq_topic=f"bench.{tag}.dlq",
+        alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
+        partitions=PARTITIONS,
+        redis_prefix=f"bench:{tag}:",
+        session_timeout=6.0,
+        log_level="warning",
+    )
+    ensure_topics(settings)
+    procs, urls = [], []
+    for i in range(n_workers):
+        mine = settings.replace(web_port=free_port())
+        env = {
+            **os.environ,
+            **{env_name(f.name): str(getattr(mine, f.name)) for f in setting_fields()},
+        }
+        procs.append(
+            spawn_child(
+                [sys.executable, "-m", "intent_stream", "worker"],
+                env=env,
+                log_path=workdir / f"{settings.app_id}-{i}.log",
+            )
+        )
+        urls.append(f"http://127.0.0.1:{mine.web_port}/metrics")
+    producer = KafkaProducer(
+        bootstrap_servers=ep.kafka_bootstrap, linger_ms=20, batch_size=1 << 20,
+        max_request_size=8 << 20,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        # Warm-up until every worker has processed something: the group is settled.
+        while not all(n > 0 for n in total(urls)):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise SystemExit("a worker did not start or got no partitions; see the logs")
+            for partition, key, value in warm:
+                producer.send(settings.raw_topic, key=key, value=value, partition=partition)
+            producer.flush()
+            time.sleep(1.0)
+        time.sleep(1.0)
+        base = sum(total(urls))
+        for partition, key, value in recs:
+            producer.send(settings.raw_topic, key=key, value=value, partition=partition)
+        producer.flush()
+        while (n := sum(total(urls))) <= base:
+            time.sleep(0.02)
+        t0, n0 = time.perf_counter(), n
+        deadline = time.monotonic() + 900
+        while (n := sum(total(urls))) < base + n_events:
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise SystemExit("a worker stopped or stalled; see the logs")
+            time.sleep(0.05)
+        return (n - n0) / (time.perf_counter() - t0)
+    finally:
+        producer.close()
+        for p in procs:
+            stop_child(p, timeout=30)
+
+
+def main() -> None:
+    recs, warm, n_events = load()
+    workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+    rates = {}
+    with EmbeddedStack() as ep:
+        for n in (1, 2):
+            print(f"scaling: {n} worker(s), {n_events:,} events in {len(recs):,} records...",
+                  flush=True)  # fmt: skip
+            rates[n] = run(ep, n, recs, warm, n_events, workdir)
+    ratio = rates[2] / rates[1]
+    result = {
+        "events": n_events,
+        "records": len(recs),
+        "partitions": PARTITIONS,
+        "one_worker_eps": rates[1],
+        "two_workers_eps": rates[2],
+        "ratio": ratio,
+        "cpu_count": os.cpu_count(),
+    }
+    print(f"\nscaling, raw topic, ingest + score, {PARTITIONS} partitions, {n_events:,} events")
+    print(f"{'workers':<10} {'events/s':>10}")
+    print(f"{'1':<10} {rates[1]:>10,.0f}")
+    print(f"{'2':<10} {rates[2]:>10,.0f}")
+    print(f"{'ratio':<10} {ratio:>10.2f}  (target >= {TARGET})")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(result, indent=2))
+    status = "ok" if ratio >= TARGET else "MISS"
+    print(
+        f"SUMMARY scaling: 1 worker {rates[1]:,.0f} ev/s, 2 workers {rates[2]:,.0f} ev/s, "
+        f"ratio {ratio:.2f} [{status}]"
+    )
+
+
+if __name__ == "__main__":
+    main()
