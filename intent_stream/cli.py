@@ -396,7 +396,7 @@ def _simulate_to_kafka(
     try:
         summary = publish_simulation(
             options,
-            bootstrap_servers=settings.kafka,
+            settings=settings,
             topic=settings.raw_topic,
             partitions=settings.partitions,
             stop=stop,

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,15 +114,19 @@ def _format_alert(alert: dict[str, Any]) -> str:
     )
 
 
-def _consume_alerts(
-    settings: Settings, counters: _Counters, stop: threading.Event, out: Any
+def _read_back(
+    settings: Settings,
+    topic: str,
+    client_id: str,
+    stop: threading.Event,
+    handle: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Print alerts as sales would get them: read back from the sales-alerts topic."""
+    """Hand every record of ``topic`` (JSON) to ``handle`` until ``stop``, from the start."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        settings.alerts_topic,
-        **kafka_client_options(settings, client_id="intent-demo-alerts"),
+        topic,
+        **kafka_client_options(settings, client_id=client_id),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -131,18 +135,28 @@ def _consume_alerts(
     try:
         while not stop.is_set():
             for record in consumer:
-                alert = orjson.loads(record.value)
-                with counters.lock:
-                    if alert["alert_id"] in counters.alert_ids:
-                        continue
-                    counters.alert_ids.add(alert["alert_id"])
-                    counters.alerts += 1
-                _clear_status(out)
-                print(_format_alert(alert), file=out, flush=True)
+                handle(orjson.loads(record.value))
                 if stop.is_set():
                     break
     finally:
         consumer.close()
+
+
+def _consume_alerts(
+    settings: Settings, counters: _Counters, stop: threading.Event, out: Any
+) -> None:
+    """Print alerts as sales would get them: read back from the sales-alerts topic."""
+
+    def show(alert: dict[str, Any]) -> None:
+        with counters.lock:
+            if alert["alert_id"] in counters.alert_ids:
+                return
+            counters.alert_ids.add(alert["alert_id"])
+            counters.alerts += 1
+        _clear_status(out)
+        print(_format_alert(alert), file=out, flush=True)
+
+    _read_back(settings, settings.alerts_topic, "intent-demo-alerts", stop, show)
 
 
 #: Stage changes the demo prints a line for (all are counted in the summary): the ones sales
@@ -167,33 +181,19 @@ def _consume_transitions(
     settings: Settings, counters: _Counters, stop: threading.Event, out: Any
 ) -> None:
     """Print stage changes as a CRM would see them: read back from the transitions topic."""
-    from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(
-        settings.transitions_topic,
-        **kafka_client_options(settings, client_id="intent-demo-stages"),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=500,
-    )
-    try:
-        while not stop.is_set():
-            for record in consumer:
-                transition = orjson.loads(record.value)
-                with counters.lock:
-                    if transition["transition_id"] in counters.transition_ids:
-                        continue
-                    counters.transition_ids.add(transition["transition_id"])
-                    to = transition["to"]
-                    counters.stages[to] = counters.stages.get(to, 0) + 1
-                if transition["to"] in SHOWN_STAGES:
-                    _clear_status(out)
-                    print(_format_transition(transition), file=out, flush=True)
-                if stop.is_set():
-                    break
-    finally:
-        consumer.close()
+    def show(transition: dict[str, Any]) -> None:
+        with counters.lock:
+            if transition["transition_id"] in counters.transition_ids:
+                return
+            counters.transition_ids.add(transition["transition_id"])
+            to = transition["to"]
+            counters.stages[to] = counters.stages.get(to, 0) + 1
+        if transition["to"] in SHOWN_STAGES:
+            _clear_status(out)
+            print(_format_transition(transition), file=out, flush=True)
+
+    _read_back(settings, settings.transitions_topic, "intent-demo-stages", stop, show)
 
 
 def _scrape(url: str) -> dict[str, float]:

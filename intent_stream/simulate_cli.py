@@ -32,7 +32,9 @@ from typing import IO, Any
 
 import orjson
 
+from intent_stream.settings import Settings
 from intent_stream.simulate import SimulationConfig, ground_truth, simulate
+from intent_stream.topics import kafka_client_options
 
 __all__ = [
     "SimulateOptions",
@@ -302,7 +304,7 @@ def _dump_truth(options: SimulateOptions, path: Path) -> tuple[int, int]:
 def publish_simulation(
     options: SimulateOptions,
     *,
-    bootstrap_servers: str,
+    settings: Settings,
     topic: str,
     partitions: int,
     err: IO[str] | None = None,
@@ -326,9 +328,7 @@ def publish_simulation(
     stop = stop if stop is not None else threading.Event()
     options_: dict[str, Any] = {"linger_ms": 5, "acks": "all", "max_request_size": 4 << 20}
     options_.update(producer_options or {})
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers.split(","), client_id=client_id, **options_
-    )
+    producer = KafkaProducer(**kafka_client_options(settings, client_id=client_id), **options_)
     summary = SimulateSummary()
     lock = threading.Lock()
 
