@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-slow lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,16 @@ demo: $(STAMP)
 	$(BIN)/intent-stream demo $(ARGS)
 
 # pytest exits 5 when it collects no test (e.g. ARGS="-k nothing"): say so and do not fail.
+# The kill -9 / outage scenarios (marker 'slow') run with 'make test-slow', not here: on the
+# embedded broker a restarted or joining worker sometimes stalls (README, Guarantees).
+TEST_ARGS ?= -m "not slow"
 test: $(STAMP)
-	@$(BIN)/python -m pytest $(ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(TEST_ARGS) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected"; exit 0; fi; exit $$rc
+
+test-slow: $(STAMP)
+	@$(BIN)/python -m pytest -m slow $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-slow: no tests were collected"; exit 0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check intent_stream tests benchmarks
