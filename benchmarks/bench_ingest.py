@@ -20,18 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 from bench_pipeline import raw_ceiling
-from kafka import KafkaProducer
+from harness import bench_settings, counters, metrics_url, preload, spawn_worker
 
 from intent_stream.client import route_records
-from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
-from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.embedded import EmbeddedStack, free_port, stop_child
+from intent_stream.settings import Settings
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
@@ -52,46 +49,14 @@ def raw_records() -> tuple[list[tuple[int, bytes, bytes]], int]:
     return out, len(events)
 
 
-def preload(bootstrap: str, topic: str, recs: list[tuple[int, bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512_000)
-    for partition, key, value in recs:
-        producer.send(topic, key=key, value=value, partition=partition)
-    producer.flush()
-    producer.close()
-
-
-def counters(url: str) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        base = name.partition("{")[0]
-        totals[base] = totals.get(base, 0.0) + float(value)
-    return totals
-
-
-def run_worker(settings: Settings, metric: str, workdir: Path, *, total: float | None) -> float:
+def run_worker(settings: Settings, metric: str, *, total: float | None) -> float:
     """Events per second a worker counts in ``metric``, from its first to its last.
 
     Until ``total`` when given; else until the count has not moved for 2 s (events waiting for
     identification are never applied, so the scoring stage has no known total).
     """
-    env = {
-        **os.environ,
-        **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
-    }
-    proc = spawn_child(
-        [sys.executable, "-m", "intent_stream", "worker"],
-        env=env,
-        log_path=workdir / f"{settings.app_id}.log",
-    )
-    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    proc = spawn_worker(settings)
+    url = metrics_url(settings)
     try:
         deadline = time.monotonic() + 900
         while (n0 := counters(url).get(metric, 0.0)) <= 0:
@@ -120,21 +85,10 @@ def run_worker(settings: Settings, metric: str, workdir: Path, *, total: float |
 
 def main() -> None:
     with EmbeddedStack() as ep:
-        tag = uuid.uuid4().hex[:6]
-        settings = Settings(
-            kafka=ep.kafka_bootstrap,
-            redis=ep.redis_url,
-            app_id=f"bench-{tag}",
-            raw_topic=f"bench.{tag}.raw",
-            identity_topic=f"bench.{tag}.identity",
-            events_topic=f"bench.{tag}.events",
-            alerts_topic=f"bench.{tag}.alerts",
-            dlq_topic=f"bench.{tag}.dlq",
-            alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
+        settings = bench_settings(
+            ep,
+            "bench",
             partitions=PARTITIONS,
-            web_port=free_port(),
-            redis_prefix=f"bench:{tag}:",
-            log_level="warning",
             producer_linger_ms=int(os.environ.get("BENCH_LINGER_MS", "10")),
         )
         ensure_topics(settings)
@@ -142,12 +96,10 @@ def main() -> None:
         print(f"preloading {total:,} events in {len(recs):,} raw records...", flush=True)
         preload(ep.kafka_bootstrap, settings.raw_topic, recs)
         ceiling = asyncio.run(raw_ceiling(ep.kafka_bootstrap, settings.raw_topic, len(recs)))
-        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
         print("ingest-only worker...", flush=True)
         ingest = run_worker(
             settings.replace(agents="ingest"),
             "intent_stream_ingest_messages_total",
-            workdir,
             total=total,
         )
         print("scoring-only worker on what the ingest worker forwarded...", flush=True)
@@ -157,7 +109,6 @@ def main() -> None:
         score = run_worker(
             scorer,
             "intent_stream_events_processed_total",
-            workdir,
             total=None,
         )
     result = {

@@ -18,19 +18,16 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import orjson
-from bench_ingest import counters
+from harness import bench_settings, counters, metrics_url, spawn_worker
 from kafka import KafkaConsumer, KafkaProducer
 
 from intent_stream.client import route_records, utc_iso
-from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
-from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.embedded import EmbeddedStack, stop_child
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
@@ -98,35 +95,10 @@ class AlertReader(threading.Thread):
 def main() -> None:
     background = iter(simulate(SimulationConfig(accounts=3000, days=90, seed=13)))
     with EmbeddedStack() as ep:
-        tag = uuid.uuid4().hex[:6]
-        settings = Settings(
-            kafka=ep.kafka_bootstrap,
-            redis=ep.redis_url,
-            app_id=f"bench-lat-{tag}",
-            raw_topic=f"bench.{tag}.raw",
-            identity_topic=f"bench.{tag}.identity",
-            events_topic=f"bench.{tag}.events",
-            alerts_topic=f"bench.{tag}.alerts",
-            dlq_topic=f"bench.{tag}.dlq",
-            alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
-            partitions=PARTITIONS,
-            web_port=free_port(),
-            redis_prefix=f"bench:{tag}:",
-            session_timeout=6.0,
-            log_level="warning",
-        )
+        settings = bench_settings(ep, "bench-lat", partitions=PARTITIONS, session_timeout=6.0)
         ensure_topics(settings)
-        env = {
-            **os.environ,
-            **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
-        }
-        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
-        proc = spawn_child(
-            [sys.executable, "-m", "intent_stream", "worker"],
-            env=env,
-            log_path=workdir / f"{settings.app_id}.log",
-        )
-        url = f"http://127.0.0.1:{settings.web_port}/metrics"
+        proc = spawn_worker(settings)
+        url = metrics_url(settings)
         producer = KafkaProducer(bootstrap_servers=ep.kafka_bootstrap, linger_ms=0, acks=1)
         reader = AlertReader(ep.kafka_bootstrap, settings.alerts_topic)
         reader.start()
@@ -157,7 +129,7 @@ def main() -> None:
             tick = 0
             while (now := time.monotonic()) - start < SECONDS:
                 if now >= next_hot:
-                    account = f"hot-{tag}-{hot_n}.example"
+                    account = f"hot-{settings.app_id}-{hot_n}.example"
                     active.append((account, hot_journey(account, hot_n), now))
                     hot_n += 1
                     next_hot += 1.0 / HOT_PER_S

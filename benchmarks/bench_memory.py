@@ -24,17 +24,14 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import orjson
-from bench_ingest import counters
+from harness import bench_settings, counters, metrics_url, spawn_worker
 from kafka import KafkaProducer
 
-from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
-from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.embedded import EmbeddedStack, stop_child
 from intent_stream.topics import ACCOUNT_STATE_TABLE, changelog_topic, ensure_topics, partition_for
 
 ACCOUNTS = int(os.environ.get("BENCH_MEMORY_ACCOUNTS", "100000"))
@@ -139,36 +136,16 @@ def main() -> None:
     print(f"memory: building {ACCOUNTS:,} synthetic accounts...", flush=True)
     records, total = workload()
     with EmbeddedStack() as ep:
-        tag = uuid.uuid4().hex[:6]
-        settings = Settings(
-            kafka=ep.kafka_bootstrap,
-            redis=ep.redis_url,
-            app_id=f"bench-mem-{tag}",
+        settings = bench_settings(
+            ep,
+            "bench-mem",
             agents="score",
-            raw_topic=f"bench.{tag}.raw",
-            identity_topic=f"bench.{tag}.identity",
-            events_topic=f"bench.{tag}.events",
-            alerts_topic=f"bench.{tag}.alerts",
-            dlq_topic=f"bench.{tag}.dlq",
-            alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
             partitions=PARTITIONS,
-            web_port=free_port(),
-            redis_prefix=f"bench:{tag}:",
             session_timeout=6.0,
-            log_level="warning",
         )
         ensure_topics(settings)
-        env = {
-            **os.environ,
-            **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
-        }
-        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
-        proc = spawn_child(
-            [sys.executable, "-m", "intent_stream", "worker"],
-            env=env,
-            log_path=workdir / f"{settings.app_id}.log",
-        )
-        url = f"http://127.0.0.1:{settings.web_port}/metrics"
+        proc = spawn_worker(settings)
+        url = metrics_url(settings)
         producer = KafkaProducer(
             bootstrap_servers=ep.kafka_bootstrap,
             linger_ms=20,

@@ -25,16 +25,15 @@ import json
 import os
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import orjson
-from kafka import KafkaProducer
+from harness import bench_settings, counters, metrics_url, preload, spawn_worker
 
 from intent_stream.client import route_records
-from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
-from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.embedded import EmbeddedStack, spawn_child, stop_child
+from intent_stream.settings import Settings
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
@@ -75,16 +74,6 @@ def records(layout: str) -> tuple[list[tuple[int | None, bytes, bytes]], int]:
     return out, len(events)
 
 
-def preload(bootstrap: str, topic: str, recs: list[tuple[int | None, bytes, bytes]]) -> None:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512_000, max_request_size=8 << 20
-    )
-    for partition, key, value in recs:
-        producer.send(topic, key=key, value=value, partition=partition)
-    producer.flush()
-    producer.close()
-
-
 async def raw_ceiling(bootstrap: str, topic: str, n_records: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
@@ -114,29 +103,14 @@ async def raw_ceiling(bootstrap: str, topic: str, n_records: int) -> float:
 
 
 def processed(url: str) -> float:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return -1.0
-    return sum(
-        float(line.rpartition(" ")[2])
-        for line in text.splitlines()
-        if line.startswith("intent_stream_events_processed_total{")
-    )
+    """Events the worker applied; -1 while its /metrics does not answer."""
+    found = counters(url)
+    return found.get("intent_stream_events_processed_total", 0.0) if found else -1.0
 
 
-def worker_rate(settings: Settings, total: int, workdir: Path) -> float:
-    env = {
-        **os.environ,
-        **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
-    }
-    proc = spawn_child(
-        [sys.executable, "-m", "intent_stream", "worker"],
-        env=env,
-        log_path=workdir / f"{settings.app_id}.log",
-    )
-    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+def worker_rate(settings: Settings, total: int) -> float:
+    proc = spawn_worker(settings)
+    url = metrics_url(settings)
     try:
         deadline = time.monotonic() + 600
         while processed(url) <= 0:
@@ -194,23 +168,12 @@ def main() -> None:
     workdir = Path(os.environ.get("TMPDIR", "/tmp"))
     with EmbeddedStack() as ep:
         for name, layout in LAYOUTS.items():
-            tag = uuid.uuid4().hex[:6]
-            settings = Settings(
-                kafka=ep.kafka_bootstrap,
-                redis=ep.redis_url,
-                app_id=f"bench-{tag}",
+            settings = bench_settings(
+                ep,
+                "bench",
                 agents="ingest,score" if layout == "raw" else "score",
-                raw_topic=f"bench.{tag}.raw",
-                identity_topic=f"bench.{tag}.identity",
-                events_topic=f"bench.{tag}.events",
-                alerts_topic=f"bench.{tag}.alerts",
-                dlq_topic=f"bench.{tag}.dlq",
-                alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
                 partitions=PARTITIONS,
-                web_port=free_port(),
-                redis_prefix=f"bench:{tag}:",
                 session_timeout=6.0,
-                log_level="warning",
             )
             ensure_topics(settings)
             topic = settings.raw_topic if layout == "raw" else settings.events_topic
@@ -218,7 +181,7 @@ def main() -> None:
             print(f"{name}: preloading {total:,} events in {len(recs):,} records...", flush=True)
             preload(ep.kafka_bootstrap, topic, recs)
             ceiling = asyncio.run(raw_ceiling(ep.kafka_bootstrap, topic, len(recs)))
-            rate = worker_rate(settings, total, workdir)
+            rate = worker_rate(settings, total)
             row = {
                 "events": total,
                 "records": len(recs),

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-import uuid
 from pathlib import Path
 
-from bench_ingest import counters
+from harness import bench_settings, counters, metrics_url, spawn_worker
 from kafka import KafkaProducer
 
 from intent_stream.client import route_records
-from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
-from intent_stream.settings import Settings, env_name, setting_fields
+from intent_stream.embedded import EmbeddedStack, free_port, stop_child
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
@@ -57,39 +54,14 @@ def total(urls: list[str]) -> list[float]:
     return [counters(url).get(METRIC, 0.0) for url in urls]
 
 
-def run(ep, n_workers: int, recs, warm, n_events: int, workdir: Path) -> float:
-    tag = uuid.uuid4().hex[:6]
-    settings = Settings(
-        kafka=ep.kafka_bootstrap,
-        redis=ep.redis_url,
-        app_id=f"bench-scale-{tag}",
-        raw_topic=f"bench.{tag}.raw",
-        identity_topic=f"bench.{tag}.identity",
-        events_topic=f"bench.{tag}.events",
-        alerts_topic=f"bench.{tag}.alerts",
-        dlq_topic=f"bench.{tag}.dlq",
-        alerts_dlq_topic=f"bench.{tag}.alerts-dlq",
-        partitions=PARTITIONS,
-        redis_prefix=f"bench:{tag}:",
-        session_timeout=6.0,
-        log_level="warning",
-    )
+def run(ep, n_workers: int, recs, warm, n_events: int) -> float:
+    settings = bench_settings(ep, "bench-scale", partitions=PARTITIONS, session_timeout=6.0)
     ensure_topics(settings)
     procs, urls = [], []
     for i in range(n_workers):
         mine = settings.replace(web_port=free_port())
-        env = {
-            **os.environ,
-            **{env_name(f.name): str(getattr(mine, f.name)) for f in setting_fields()},
-        }
-        procs.append(
-            spawn_child(
-                [sys.executable, "-m", "intent_stream", "worker"],
-                env=env,
-                log_path=workdir / f"{settings.app_id}-{i}.log",
-            )
-        )
-        urls.append(f"http://127.0.0.1:{mine.web_port}/metrics")
+        procs.append(spawn_worker(mine, f"{settings.app_id}-{i}"))
+        urls.append(metrics_url(mine))
     producer = KafkaProducer(
         bootstrap_servers=ep.kafka_bootstrap, linger_ms=20, batch_size=1 << 20,
         max_request_size=8 << 20,
@@ -126,13 +98,12 @@ def run(ep, n_workers: int, recs, warm, n_events: int, workdir: Path) -> float:
 
 def main() -> None:
     recs, warm, n_events = load()
-    workdir = Path(os.environ.get("TMPDIR", "/tmp"))
     rates = {}
     with EmbeddedStack() as ep:
         for n in (1, 2):
             print(f"scaling: {n} worker(s), {n_events:,} events in {len(recs):,} records...",
                   flush=True)  # fmt: skip
-            rates[n] = run(ep, n, recs, warm, n_events, workdir)
+            rates[n] = run(ep, n, recs, warm, n_events)
     ratio = rates[2] / rates[1]
     result = {
         "events": n_events,

@@ -1,0 +1,86 @@
+"""What the benchmarks share: private settings, a worker process, its counters, preloading.
+
+Not a benchmark itself (``make bench`` runs ``bench_*.py`` only).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+
+from intent_stream.embedded import EmbeddedEndpoints, free_port, spawn_child
+from intent_stream.settings import Settings, env_name, setting_fields
+
+WORKDIR = Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def bench_settings(ep: EmbeddedEndpoints, name: str, **overrides: Any) -> Settings:
+    """Settings with topics, group, Redis prefix and web port of their own."""
+    tag = uuid.uuid4().hex[:6]
+    values: dict[str, Any] = {
+        "kafka": ep.kafka_bootstrap,
+        "redis": ep.redis_url,
+        "app_id": f"{name}-{tag}",
+        "raw_topic": f"bench.{tag}.raw",
+        "identity_topic": f"bench.{tag}.identity",
+        "events_topic": f"bench.{tag}.events",
+        "alerts_topic": f"bench.{tag}.alerts",
+        "dlq_topic": f"bench.{tag}.dlq",
+        "alerts_dlq_topic": f"bench.{tag}.alerts-dlq",
+        "web_port": free_port(),
+        "redis_prefix": f"bench:{tag}:",
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def spawn_worker(settings: Settings, log_name: str | None = None) -> Any:
+    """``intent-stream worker`` as a child process configured by ``settings``."""
+    env = {
+        **os.environ,
+        **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
+    }
+    return spawn_child(
+        [sys.executable, "-m", "intent_stream", "worker"],
+        env=env,
+        log_path=WORKDIR / f"{log_name or settings.app_id}.log",
+    )
+
+
+def metrics_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.web_port}/metrics"
+
+
+def counters(url: str) -> dict[str, float]:
+    """Each metric family of a worker's /metrics summed over its labels ({} if unreachable)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        base = name.partition("{")[0]
+        totals[base] = totals.get(base, 0.0) + float(value)
+    return totals
+
+
+def preload(bootstrap: str, topic: str, recs: list[tuple[int | None, bytes, bytes]]) -> None:
+    """Write (partition or None, key, value) records to ``topic`` and wait for them."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512_000, max_request_size=8 << 20
+    )
+    for partition, key, value in recs:
+        producer.send(topic, key=key, value=value, partition=partition)
+    producer.flush()
+    producer.close()
