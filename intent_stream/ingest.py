@@ -173,6 +173,7 @@ class IngestProcessor:
         dropped. ``pending`` maps a visitor node to the events waiting for its account.
         """
         result = IngestResult()
+        written: set[str] = set()  # visitors this record already pended events for
         for index, message in enumerate(messages):
             if index in duplicates:
                 result.duplicates += 1
@@ -191,6 +192,7 @@ class IngestProcessor:
                     partition,
                     offset,
                     result,
+                    written,
                 )
                 continue
             for node in _nodes(user, anon):
@@ -214,12 +216,15 @@ class IngestProcessor:
         partition: int,
         offset: int,
         result: IngestResult,
+        written: set[str],
     ) -> None:
         entry = pending.get(node)
         if entry is not None:
             last_partition, last_offset = entry["off"]
-            if last_partition == partition and offset <= last_offset:
-                result.skipped += 1  # this record was already applied (replay)
+            # A record at or below the entry's offset was applied before (a replay), unless
+            # the entry is this record's own doing: one visitor's several events in a record.
+            if last_partition == partition and offset <= last_offset and node not in written:
+                result.skipped += 1
                 return
             waiting = [e for e in entry["events"] if e[0] >= message.ts - self.lookback]
             result.expired += len(entry["events"]) - len(waiting)
@@ -233,6 +238,7 @@ class IngestProcessor:
             result.expired += len(waiting) - self.pending_max
             waiting = waiting[-self.pending_max :]
         pending[node] = {"off": [partition, offset], "events": waiting}
+        written.add(node)
         result.pended += 1
 
     def _release(

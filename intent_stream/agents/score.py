@@ -27,6 +27,7 @@ from intent_stream.scoring import (
     dump_checkpoint,
     load_checkpoint,
 )
+from intent_stream.tables import JsonTable, stage_of
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
@@ -197,13 +198,13 @@ def register(engine: Engine) -> None:
             _count_stages(metrics, engine.accounts, [s.name for s in stages.model.stages])
 
 
-def _count_stages(metrics: Metrics, accounts: Any, names: list[str]) -> None:
+def _count_stages(metrics: Metrics, accounts: JsonTable, names: list[str]) -> None:
     """Accounts per stage, recounted from the table (exact after rebalances and restarts)."""
     counts = dict.fromkeys(names, 0)
-    for state in accounts.values():
-        stage = state.get("stage") if state else None
-        if stage is not None and stage["s"] in counts:
-            counts[stage["s"]] += 1
+    for value in accounts.raw.values():
+        stage = stage_of(value)
+        if stage in counts:
+            counts[stage] += 1
     for name, n in counts.items():
         metrics.stage_accounts.labels(stage=name).set(n)
 

@@ -86,6 +86,17 @@ def test_a_replayed_record_is_not_pended_twice_and_the_buffer_is_bounded():
     assert len(pending["anon:c1"]["events"]) == 3  # pending_max
 
 
+def test_one_visitors_several_events_in_one_record_are_all_pended_and_replay_skips_them():
+    p = _processor()
+    pending: dict = {}
+    record = [_page(T0, anonymousId="c1"), _page(T0 + 1, anonymousId="c1")]
+    first = _route(p, record, pending, offset=7)
+    assert (first.pended, first.skipped) == (2, 0)  # the second is not taken for a replay
+    replay = _route(p, record, pending, offset=7)
+    assert (replay.pended, replay.skipped) == (0, 2)
+    assert len(pending["anon:c1"]["events"]) == 2
+
+
 def test_duplicates_are_dropped_and_events_grouped_by_destination_partition():
     p = _processor(partitions=8)
     events = [_page(T0 + i, userId=f"u{i}", context={"groupId": f"acct{i}"}) for i in range(20)]
