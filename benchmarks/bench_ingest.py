@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench_pipeline import raw_ceiling
-from harness import bench_settings, counters, metrics_url, preload, spawn_worker
+from harness import POLL_S, bench_settings, counters, metrics_url, preload, spawn_worker
 
 from intent_stream.client import route_records
 from intent_stream.embedded import EmbeddedStack, free_port, stop_child
@@ -68,7 +68,7 @@ def run_worker(settings: Settings, metric: str, *, total: float | None) -> float
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker stalled; see its log")
-            time.sleep(0.05)
+            time.sleep(POLL_S)
             now = counters(url).get(metric, 0.0)
             if now != n:
                 n, quiet_since = now, time.perf_counter()

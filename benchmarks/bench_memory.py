@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import orjson
-from harness import bench_settings, counters, metrics_url, spawn_worker
+from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker
 from kafka import KafkaProducer
 
 from intent_stream.embedded import EmbeddedStack, stop_child
@@ -128,7 +128,7 @@ def wait_processed(url: str, proc, target: float, timeout: float) -> float:
     while (n := counters(url).get("intent_stream_events_processed_total", 0.0)) < target:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the worker stopped or stalled at {n:,.0f} of {target:,.0f} events")
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     return n
 
 

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from harness import bench_settings, counters, metrics_url, preload, spawn_worker
+from harness import POLL_S, bench_settings, counters, metrics_url, preload, spawn_worker
 
 from intent_stream.client import route_records
 from intent_stream.embedded import EmbeddedStack, spawn_child, stop_child
@@ -121,7 +121,7 @@ def worker_rate(settings: Settings, total: int) -> float:
         while (n := processed(url)) < total:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker stalled; see its log")
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         return (n - n0) / (time.perf_counter() - t0)
     finally:
         stop_child(proc)

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from harness import bench_settings, counters, metrics_url, spawn_worker
+from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker
 from kafka import KafkaProducer
 
 from intent_stream.client import route_records
@@ -88,7 +88,7 @@ def run(ep, n_workers: int, recs, warm, n_events: int) -> float:
         while (n := sum(total(urls))) < base + n_events:
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 raise SystemExit("a worker stopped or stalled; see the logs")
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         return (n - n0) / (time.perf_counter() - t0)
     finally:
         producer.close()
