@@ -130,6 +130,7 @@ def _read_back(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         consumer_timeout_ms=500,
     )
     try:

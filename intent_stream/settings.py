@@ -172,6 +172,13 @@ class Settings:
     producer_linger_ms: int = _opt(
         10, "Producer linger in ms: batches changelog and alert writes.", group="worker"
     )
+    fetch_max_wait_ms: int = _opt(
+        20,
+        "Longest a worker's fetch request waits on the broker for new records, in ms (Faust "
+        "fixes 1,500). On some brokers records arriving during the wait are not returned "
+        "until it ends, so this bounds each hop's added latency; lower costs idle fetches.",
+        group="worker",
+    )
     web_host: str = _opt(
         "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.", group="worker"
     )

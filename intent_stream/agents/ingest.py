@@ -167,6 +167,7 @@ async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     await consumer.start()
     try:

@@ -35,6 +35,7 @@ def consumer_options(settings: Settings, *, group: str | None, client_id: str) -
         "group_id": group,
         "session_timeout_ms": session_ms,
         "heartbeat_interval_ms": max(500, session_ms // 5),
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,  # see the setting: hop latency
     }
 
 
