@@ -240,7 +240,9 @@ class AccountProcessor:
                     account_id, score, reasons, policy_state, now, n_events, state, scoring.traits
                 )
             )
-        stage = self.stage_step(account_id, state, events, signals, score, now, result)
+        stage = self.stage_step(
+            account_id, state, events, signals, score, now, result, traits=scoring.traits
+        )
         table[account_id] = {
             "off": {**applied, source: offset},
             "signals": signals.to_dict(),
@@ -352,11 +354,14 @@ class AccountProcessor:
         score: float,
         now: float,
         result: RecordResult,
+        *,
+        traits: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Run the stage machine on the account after scoring; return its new stage state.
 
         ``previous`` is the account's table value before this record; the transitions made
-        go to ``result.transitions``.
+        go to ``result.transitions``. ``traits`` (the account's firmographics) give the fit
+        score that stage rules on ``fit`` compare with.
         """
         if self.stages is None:
             return None
@@ -368,6 +373,7 @@ class AccountProcessor:
             signals=signals,
             intent_score=score,
             now=now,
+            fit=self.fit.score_one(traits or {}),
         )
         result.transitions.extend(step.transitions)
         return step.state.to_dict()
