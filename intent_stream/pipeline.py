@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from intent_stream.events import Event, Rejected, decode_record, parse_event
+from intent_stream.marketing import dimensions
 from intent_stream.privacy import ForgetRequest, is_forget
 from intent_stream.scoring import (
     FEATURES,
@@ -123,6 +124,8 @@ class RecordResult:
     skipped: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
+    #: Signals by (signal, channel, campaign, content type); campaigns not yet bounded.
+    marketing: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     surges: int = 0
     #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
     transitions: list[StageTransition] = field(default_factory=list)
@@ -464,6 +467,7 @@ class AccountProcessor:
             scoring.at = max(scoring.at, event.ts)
             scoring.dirty = True
             result.signals[signal] += 1
+            result.marketing[(signal, *dimensions(body, signal))] += 1
 
     def _learn_outcome(
         self, scoring: _Scoring, outcome: str, ts: float, result: RecordResult
