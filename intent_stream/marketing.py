@@ -254,52 +254,77 @@ def normalise_campaign(value: Any) -> str:
     return OTHER if _ID_LIKE.search(label) else label
 
 
+_EMPTY: Mapping[str, Any] = {}
+
+
 def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
+    return value if isinstance(value, dict) else _EMPTY
 
 
-def _page(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _dict(_dict(event.get("context")).get("page"))
+class _Fields:
+    """The parts of an event the dimensions read, looked up once per event."""
 
+    __slots__ = ("_query", "campaign", "event", "page", "props", "url")
 
-def _url(event: Mapping[str, Any]) -> str:
-    for source in (_page(event), _dict(event.get("properties"))):
-        url = source.get("url")
-        if isinstance(url, str) and url:
-            return url
-    return ""
+    def __init__(self, event: Mapping[str, Any]) -> None:
+        context = _dict(event.get("context"))
+        self.event = event
+        self.props = _dict(event.get("properties"))
+        self.page = _dict(context.get("page"))
+        self.campaign = _dict(context.get("campaign"))
+        url = self.page.get("url") or self.props.get("url")
+        self.url = url if isinstance(url, str) else ""
+        self._query: dict[str, list[str]] | None = None
 
+    def query(self) -> dict[str, list[str]]:
+        """The page URL's query parameters (``context.page.search`` or the URL's query)."""
+        if self._query is None:
+            search = self.page.get("search")
+            if not isinstance(search, str) or not search:
+                search = self.url.partition("?")[2].partition("#")[0]
+            self._query = parse_qs(search.lstrip("?")) if search else {}
+        return self._query
 
-def _query(event: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The query parameters of the page URL (``context.page.search`` or the URL's query)."""
-    search = _page(event).get("search")
-    if not isinstance(search, str) or not search:
-        url = _url(event)
-        search = url.partition("?")[2].partition("#")[0] if "?" in url else ""
-    return parse_qs(search.lstrip("?")) if search else {}
+    def utm(self, key: str) -> str:
+        """A campaign field (``name``, ``source``, ``medium``...) from wherever it is."""
+        value = self.campaign.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+        utm = "utm_campaign" if key == "name" else f"utm_{key}"
+        value = self.props.get(utm)
+        if isinstance(value, str) and value.strip():
+            return value
+        if "?" not in self.url and not self.page.get("search"):
+            return ""
+        values = self.query().get(utm)
+        return values[0] if values else ""
 
-
-def _utm(event: Mapping[str, Any], key: str) -> str:
-    """A campaign field (``name``, ``source``, ``medium``...) from wherever the event has it."""
-    value = _dict(_dict(event.get("context")).get("campaign")).get(key)
-    if isinstance(value, str) and value.strip():
-        return value
-    utm = "utm_campaign" if key == "name" else f"utm_{key}"
-    value = _dict(event.get("properties")).get(utm)
-    if isinstance(value, str) and value.strip():
-        return value
-    values = _query(event).get(utm)
-    return values[0] if values else ""
+    def path(self) -> str:
+        for source in (self.props, self.page):
+            path = source.get("path")
+            if isinstance(path, str) and path:
+                return path.lower()
+        return urlsplit(self.url).path.lower() if "://" in self.url else ""
 
 
 def _host(url: Any) -> str:
-    if not isinstance(url, str) or "://" not in url:
+    """The host of an absolute URL, lower case, without ``www.`` (``''`` if none).
+
+    >>> _host("https://WWW.Google.co.uk:443/search?q=x"), _host("/pricing")
+    ('google.co.uk', '')
+    """
+    if not isinstance(url, str):
         return ""
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "/" in scheme:
         return ""
-    return host.lower().removeprefix("www.")
+    end = len(rest)
+    for stop in "/?#":
+        at = rest.find(stop)
+        if 0 <= at < end:
+            end = at
+    host = rest[:end].rpartition("@")[2].partition(":")[0].lower()
+    return host.removeprefix("www.")
 
 
 def _site(host: str) -> str:
@@ -352,16 +377,21 @@ def channel_of(event: Mapping[str, Any], signal: str | None = None) -> str:
     >>> channel_of({"type": "track", "event": "Feature Used"}, "product_usage")
     'product'
     """
-    medium, source = _utm(event, "medium"), _utm(event, "source")
+    return _channel(_Fields(event), signal)
+
+
+def _channel(f: _Fields, signal: str | None) -> str:
+    medium, source = f.utm("medium"), f.utm("source")
     if medium or source:
         return _channel_from_campaign(medium, source)
-    query = _query(event)
-    if any(key in query for key in _PAID_SEARCH_IDS):
-        return "paid_search"
-    if any(key in query for key in _PAID_SOCIAL_IDS):
-        return "paid_social"
-    referrer = _host(_page(event).get("referrer"))
-    if referrer and referrer != _host(_url(event)):
+    if "?" in f.url or f.page.get("search"):
+        query = f.query()
+        if any(key in query for key in _PAID_SEARCH_IDS):
+            return "paid_search"
+        if any(key in query for key in _PAID_SOCIAL_IDS):
+            return "paid_social"
+    referrer = _host(f.page.get("referrer"))
+    if referrer and referrer != _host(f.url):
         if referrer in _WEBMAIL:
             return "email"
         site = _site(referrer)
@@ -373,15 +403,6 @@ def channel_of(event: Mapping[str, Any], signal: str | None = None) -> str:
     if signal is not None and signal in _SIGNAL_CHANNELS:
         return _SIGNAL_CHANNELS[signal]
     return "direct"
-
-
-def _path(event: Mapping[str, Any]) -> str:
-    for source in (_dict(event.get("properties")), _page(event)):
-        path = source.get("path")
-        if isinstance(path, str) and path:
-            return path.lower()
-    url = _url(event)
-    return urlsplit(url).path.lower() if "://" in url else ""
 
 
 def content_type_of(event: Mapping[str, Any], signal: str | None = None) -> str:
@@ -399,23 +420,29 @@ def content_type_of(event: Mapping[str, Any], signal: str | None = None) -> str:
     >>> content_type_of({"type": "page", "properties": {"content_type": "Infographic"}})
     'other'
     """
-    props = _dict(event.get("properties"))
-    given = _word(props.get("content_type"))
+    return _content_type(_Fields(event), signal)
+
+
+def _content_type(f: _Fields, signal: str | None) -> str:
+    given = _word(f.props.get("content_type"))
     if given:
         return _CONTENT_WORDS.get(given, OTHER)
-    name = event.get("event")
-    if event.get("type") == "track" and isinstance(name, str):
+    name = f.event.get("event")
+    if isinstance(name, str) and f.event.get("type") == "track":
         found = _EVENT_CONTENT.get(name.strip().lower())
         if found is not None:
             return found
-    category = _CONTENT_WORDS.get(_word(props.get("category")))
+    category = f.props.get("category")
     if category is not None:
-        return category
-    path = _path(event)
+        found = _CONTENT_WORDS.get(_word(category))
+        if found is not None:
+            return found
+    path = f.path()
     if path:
         for markers, content in _PATH_CONTENT:
-            if any(marker in path for marker in markers):
-                return content
+            for marker in markers:
+                if marker in path:
+                    return content
     if signal is not None and signal in _SIGNAL_CONTENT:
         return _SIGNAL_CONTENT[signal]
     return NONE
@@ -431,16 +458,21 @@ def campaign_of(event: Mapping[str, Any]) -> str:
     >>> campaign_of({"type": "page"})
     'none'
     """
-    name = _utm(event, "name")
+    return _campaign(_Fields(event))
+
+
+def _campaign(f: _Fields) -> str:
+    name = f.utm("name")
     if not name:
-        value = _dict(event.get("properties")).get("campaign_name")
+        value = f.props.get("campaign_name")
         name = value if isinstance(value, str) else ""
     return normalise_campaign(name)
 
 
 def dimensions(event: Mapping[str, Any], signal: str | None = None) -> tuple[str, str, str]:
     """``(channel, campaign, content_type)`` of an event that carries ``signal``."""
-    return channel_of(event, signal), campaign_of(event), content_type_of(event, signal)
+    f = _Fields(event)
+    return _channel(f, signal), _campaign(f), _content_type(f, signal)
 
 
 class CampaignLabels:
