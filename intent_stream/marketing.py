@@ -14,7 +14,8 @@ dimensions come from the Segment event alone (no state, no I/O):
     else ``direct``.
 ``content_type`` (:data:`CONTENT_TYPES`)
     from ``properties.content_type``, then the track event's name ("Whitepaper Downloaded"),
-    then ``properties.category``, then the page path (``/blog/...``, ``/resources/...-ebook``),
+    then ``properties.category``, then the page path (asset words such as ``ebook`` or
+    ``case-study`` anywhere, else the site section: ``/blog/...``, ``/docs/...``),
     then the signal (a pricing view is ``pricing``); ``other`` when a value is given but not
     recognised, ``none`` when nothing names one.
 ``campaign``
@@ -194,21 +195,27 @@ _EVENT_CONTENT: Mapping[str, str] = {
     "product used": "product",
     "session started": "product",
 }
-# Page-path markers, most specific first (a case study under /resources is a case study).
-_PATH_CONTENT: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("case-stud", "case_stud", "customer-stor", "/customers/"), "case_study"),
+# Page paths: words that name an asset wherever they appear, then the path's first segment
+# (the site's section), then weaker words for gated assets under a resources section.
+_PATH_ASSETS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("case-stud", "case_stud", "customer-stor"), "case_study"),
     (("webinar", "webcast"), "webinar"),
     (("ebook", "e-book"), "ebook"),
-    (("whitepaper", "white-paper", "-guide", "-report", "/guides/", "/reports/"), "whitepaper"),
-    (("/video", "/watch"), "video"),
-    (("/pricing", "/plans"), "pricing"),
-    (("/compare", "/vs/", "/vs-", "/alternatives"), "comparison"),
-    (("/blog", "/articles", "/news"), "blog"),
-    (("/docs", "/documentation", "/developers", "/api-reference"), "docs"),
-    (("/demo",), "demo"),
-    (("/trial", "/signup", "/sign-up", "/free-trial", "/start"), "trial"),
-    (("/product", "/features", "/platform", "/integrations", "/solutions"), "product"),
+    (("whitepaper", "white-paper"), "whitepaper"),
 )
+_PATH_SECTIONS: Mapping[str, str] = {
+    **dict.fromkeys(("customers", "case-studies", "stories"), "case_study"),
+    **dict.fromkeys(("guides", "reports", "whitepapers"), "whitepaper"),
+    **dict.fromkeys(("video", "videos", "watch"), "video"),
+    **dict.fromkeys(("pricing", "plans"), "pricing"),
+    **dict.fromkeys(("compare", "vs", "alternatives"), "comparison"),
+    **dict.fromkeys(("blog", "articles", "news"), "blog"),
+    **dict.fromkeys(("docs", "documentation", "developers", "api-reference"), "docs"),
+    **dict.fromkeys(("demo", "book-a-demo"), "demo"),
+    **dict.fromkeys(("trial", "free-trial", "signup", "sign-up"), "trial"),
+    **dict.fromkeys(("product", "features", "platform", "integrations", "solutions"), "product"),
+}
+_PATH_GATED = ("-guide", "-report", "-playbook")
 _SIGNAL_CONTENT: Mapping[str, str] = {
     "pricing_view": "pricing",
     "comparison_view": "comparison",
@@ -439,10 +446,15 @@ def _content_type(f: _Fields, signal: str | None) -> str:
             return found
     path = f.path()
     if path:
-        for markers, content in _PATH_CONTENT:
+        for markers, content in _PATH_ASSETS:
             for marker in markers:
                 if marker in path:
                     return content
+        section = _PATH_SECTIONS.get(path.split("/", 2)[1] if path.startswith("/") else "")
+        if section is not None:
+            return section
+        if any(marker in path for marker in _PATH_GATED):
+            return "whitepaper"
     if signal is not None and signal in _SIGNAL_CONTENT:
         return _SIGNAL_CONTENT[signal]
     return NONE

@@ -129,6 +129,12 @@ def test_server_side_events_take_the_channel_of_their_signal():
         (_page("/resources/security-ebook"), "ebook"),
         (_page("/resources/security-guide"), "whitepaper"),
         (_page("/resources/security-report"), "whitepaper"),
+        (_page("/blog/a-startup-guide"), "blog"),  # the section beats a weak word
+        (_page("/blog/webinar-recap"), "webinar"),  # an asset word beats the section
+        (_page("/resources/security-playbook"), "whitepaper"),
+        (_page("/resources/overview"), "none"),
+        (_page("/customers/acme"), "case_study"),
+        (_page("/vs-rival"), "comparison"),  # no section: the comparison signal decides
         (_page("/features/sso"), "product"),
         (_page("/integrations"), "product"),
         (_page("/", category="Docs"), "docs"),
