@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from intent_stream.dedup import MessageDeduplicator
 from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
 from intent_stream.ingest import IngestProcessor
+from intent_stream.marketing import CampaignLabels
 from intent_stream.metrics import Metrics
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.readmodel import RedisReadModel
@@ -149,7 +150,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     # problem (StageConfigError) instead of half-starting it.
     stage_model = load_stage_model(settings.stage_config)
     datadir = settings.data_dir or tempfile.mkdtemp(prefix="intent-stream-data-")
-    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    metrics = Metrics(
+        registry if registry is not None else CollectorRegistry(),
+        campaigns=CampaignLabels.from_setting(
+            settings.marketing_campaigns, cap=settings.marketing_campaign_cap
+        ),
+    )
     app = faust.App(
         settings.app_id,
         # Faust's Prometheus sensor on our registry: one /metrics (agents/web.py) serves the

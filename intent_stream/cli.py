@@ -55,6 +55,7 @@ _GROUP_TITLES = {
     "ingest": "ingestion and identity",
     "collector": "collector",
     "alerts": "scoring and alerts",
+    "marketing": "marketing view",
     "forward": "alert forwarding",
     "general": "general",
 }

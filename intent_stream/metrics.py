@@ -3,7 +3,8 @@
 Names follow ``intent_stream_<thing>_<unit>``; counters end in ``_total``; durations are
 ``_seconds`` histograms. Labels never carry account ids, emails or other unbounded values:
 every label below takes its values from a fixed set (call types, dead-letter reasons, signal
-names, rules, outcomes, agent names, topic roles).
+names, rules, outcomes, agent names, topic roles, marketing channels and content types), or,
+for the ``campaign`` label, from a set :class:`~intent_stream.marketing.CampaignLabels` bounds.
 
 Faust's own sensor figures (consumer, producer, commits, rebalances, tables) are registered
 on the same registry under ``intent_stream_faust_``, so one ``/metrics`` serves both.
@@ -19,7 +20,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import (
@@ -30,6 +31,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from intent_stream.marketing import CampaignLabels
 
 __all__ = ["AGENTS", "CONTENT_TYPE", "FAUST_PREFIX", "PRODUCE_TOPICS", "Metrics"]
 
@@ -73,8 +76,12 @@ _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     """The engine's metrics, registered on ``registry`` (a fresh one per worker or test)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, campaigns: CampaignLabels | None = None
+    ) -> None:
         self.registry = registry
+        #: Bounds the ``campaign`` label of :attr:`marketing_signals` (see count_marketing).
+        self.campaigns = campaigns if campaigns is not None else CampaignLabels()
         p = "intent_stream_"
         self.records_processed = Counter(
             p + "records_processed_total",
@@ -97,6 +104,14 @@ class Metrics:
             p + "signals_total",
             "Intent signals recognised in applied events, by signal (page and track events).",
             ["signal"],
+            registry=registry,
+        )
+        # No series is started at zero: channel x content type x signal would be thousands.
+        self.marketing_signals = Counter(
+            p + "marketing_signals_total",
+            "Intent signals by signal, marketing channel, campaign (bounded: allowlist and "
+            "first N distinct, then 'other') and content type (README: Marketing view).",
+            ["signal", "channel", "campaign", "content_type"],
             registry=registry,
         )
         self.events_skipped = Counter(
@@ -354,6 +369,26 @@ class Metrics:
             self.time_in_stage.labels(stage=stage)
         for frm, to in transitions:
             self.stage_transitions.labels(**{"from": frm, "to": to})
+
+    def count_marketing(self, counts: Mapping[tuple[str, str, str, str], int]) -> None:
+        """Add ``(signal, channel, campaign, content_type)`` counts, bounding the campaign.
+
+        >>> from prometheus_client import CollectorRegistry
+        >>> m = Metrics(CollectorRegistry(), campaigns=CampaignLabels(cap=1))
+        >>> m.count_marketing({("webinar", "email", "a", "webinar"): 2,
+        ...                    ("webinar", "email", "b", "webinar"): 1})
+        >>> m.registry.get_sample_value("intent_stream_marketing_signals_total", {
+        ...     "signal": "webinar", "channel": "email", "campaign": "other",
+        ...     "content_type": "webinar"})
+        1.0
+        """
+        for (signal, channel, campaign, content_type), n in counts.items():
+            self.marketing_signals.labels(
+                signal=signal,
+                channel=channel,
+                campaign=self.campaigns.label(campaign),
+                content_type=content_type,
+            ).inc(n)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

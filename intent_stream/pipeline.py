@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from intent_stream.events import Event, Rejected, decode_record, parse_event
+from intent_stream.marketing import dimensions
 from intent_stream.privacy import ForgetRequest, is_forget
 from intent_stream.scoring import (
     FEATURES,
@@ -123,6 +124,8 @@ class RecordResult:
     skipped: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
+    #: Signals by (signal, channel, campaign, content type); campaigns not yet bounded.
+    marketing: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     surges: int = 0
     #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
     transitions: list[StageTransition] = field(default_factory=list)
@@ -240,7 +243,9 @@ class AccountProcessor:
                     account_id, score, reasons, policy_state, now, n_events, state, scoring.traits
                 )
             )
-        stage = self.stage_step(account_id, state, events, signals, score, now, result)
+        stage = self.stage_step(
+            account_id, state, events, signals, score, now, result, traits=scoring.traits
+        )
         table[account_id] = {
             "off": {**applied, source: offset},
             "signals": signals.to_dict(),
@@ -352,11 +357,14 @@ class AccountProcessor:
         score: float,
         now: float,
         result: RecordResult,
+        *,
+        traits: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Run the stage machine on the account after scoring; return its new stage state.
 
         ``previous`` is the account's table value before this record; the transitions made
-        go to ``result.transitions``.
+        go to ``result.transitions``. ``traits`` (the account's firmographics) give the fit
+        score that stage rules on ``fit`` compare with.
         """
         if self.stages is None:
             return None
@@ -368,6 +376,7 @@ class AccountProcessor:
             signals=signals,
             intent_score=score,
             now=now,
+            fit=self.fit.score_one(traits or {}),
         )
         result.transitions.extend(step.transitions)
         return step.state.to_dict()
@@ -458,6 +467,7 @@ class AccountProcessor:
             scoring.at = max(scoring.at, event.ts)
             scoring.dirty = True
             result.signals[signal] += 1
+            result.marketing[(signal, *dimensions(body, signal))] += 1
 
     def _learn_outcome(
         self, scoring: _Scoring, outcome: str, ts: float, result: RecordResult

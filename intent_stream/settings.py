@@ -292,6 +292,20 @@ class Settings:
         group="alerts",
     )
 
+    # -- marketing view (intent_stream_marketing_signals_total) --------------------------
+    marketing_campaigns: str = _opt(
+        "",
+        "Comma-separated campaign names that always keep their own 'campaign' label in the "
+        "marketing metric (normalised: lower case, [a-z0-9._-], 40 characters).",
+        group="marketing",
+    )
+    marketing_campaign_cap: int = _opt(
+        50,
+        "How many other distinct campaign names a worker labels by name (first seen first "
+        "served); later ones count as 'other'. 0: only the allowlist.",
+        group="marketing",
+    )
+
     # -- alert forwarding (intent-stream alerts forward) ---------------------------------
     webhook: str = _opt(
         "",
@@ -409,6 +423,11 @@ def setting_fields() -> Iterator[dataclasses.Field[Any]]:
 
 
 def _validate(s: Settings) -> Iterator[str]:
+    if s.marketing_campaign_cap < 0:
+        yield (
+            f"{env_name('marketing_campaign_cap')} must be 0 or more "
+            f"(got {s.marketing_campaign_cap})"
+        )
     if s.partitions < 1:
         yield f"{env_name('partitions')} must be at least 1 (got {s.partitions})"
     if s.replication < 1:

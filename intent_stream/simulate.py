@@ -33,6 +33,13 @@ anonymously (``anonymousId`` only) until a form fill or an email click identifie
 then on their web events carry ``userId`` and ``context.traits.email`` too. Email, webinar,
 product-usage and CRM events come from server-side sources and carry ``userId`` only.
 
+Visits come from organic and paid search, organic and paid social, display retargeting,
+referring sites, a partner marketplace, email or nowhere (direct); the landing page carries
+the referrer, and a campaign's UTM parameters (``context.campaign``) stay on every page and
+web event of the visit, as a tracker that keeps them for the session sends them. Downloads,
+webinars and emails say what they are in ``properties.content_type`` (the marketing view,
+:mod:`intent_stream.marketing`).
+
 Determinism and memory
 ----------------------
 Each account's plan (firmographics, committee roles, stage timeline and outcomes) comes from
@@ -1138,10 +1145,14 @@ class _Simulator:
         cookie: int | None,
         name: str,
         properties: dict[str, Any],
+        *,
+        campaign: dict[str, str] | None = None,
     ) -> None:
         event = self._base("track", account, person, cookie)
         event["event"] = name
         event["properties"] = properties
+        if campaign is not None:
+            event["context"]["campaign"] = dict(campaign)
         self._emit(t, event)
 
     def _group(self, t: int, account: _Account, person: _Person, cookie: int | None) -> None:
@@ -1173,15 +1184,14 @@ class _Simulator:
         context = event["context"]
         context["page"] = page
         if v.campaign is not None:
-            # UTM parameters are on the landing page's URL only.
-            context["campaign"] = v.campaign
-            v.campaign = None
+            # The landing page's UTM parameters, kept for the whole visit (see _web_track).
+            context["campaign"] = dict(v.campaign)
         self._emit(v.t, event)
         v.referrer = url
         v.t += int(self.rng.expovariate(1 / 70.0) * _SECOND) + 5 * _SECOND
 
     def _web_track(self, v: _Visit, name: str, properties: dict[str, Any]) -> None:
-        self._track(v.t, v.account, v.person, v.cookie, name, properties)
+        self._track(v.t, v.account, v.person, v.cookie, name, properties, campaign=v.campaign)
         v.t += self._gap(10, 90)
 
     def _identify(self, v: _Visit) -> None:
@@ -1245,6 +1255,7 @@ class _Simulator:
 
     def _entry(self, account: _Account, *, compare: bool) -> tuple[str, dict[str, str] | None]:
         """Where a session comes from: (referrer, campaign or None)."""
+        # One draw whatever the outcome, so adding a channel does not shift the stream.
         x = self.rng.random()
         if compare and x < 0.3:
             return "https://www.g2.com/compare", None
@@ -1252,20 +1263,36 @@ class _Simulator:
             return "https://www.google.com/", None
         if x < 0.67:
             return "", None
-        if x < 0.8:
+        if x < 0.77:
             campaign = f"{_SLUG[account.plan.topics[0]]}-awareness"
             return "https://www.linkedin.com/", {
                 "name": campaign,
                 "source": "linkedin",
                 "medium": "paid_social",
             }
+        if x < 0.8:
+            return "https://ads.network.example/", {
+                "name": "retargeting",
+                "source": "programmatic",
+                "medium": "display",
+                "content": "banner-300x250",
+            }
         if x < 0.9:
             return "https://www.google.com/", {
                 "name": "brand-search",
                 "source": "google",
                 "medium": "cpc",
+                "term": "vendor pricing",
             }
-        return "https://news.ycombinator.com/", None
+        if x < 0.94:
+            return "https://news.ycombinator.com/", None
+        if x < 0.97:
+            return "https://www.linkedin.com/feed/", None
+        return "https://marketplace.partner.example/listing", {
+            "name": "cloud-marketplace",
+            "source": "cloud-marketplace",
+            "medium": "partner",
+        }
 
     # -- actions --------------------------------------------------------------------------
 
@@ -1312,9 +1339,11 @@ class _Simulator:
         rng = self.rng
         topic = self._topic(account)
         slug = _SLUG[topic]
-        campaign = f"{slug}-nurture-{self._int(1, 6)}"
+        email_id = f"{slug}-nurture-{self._int(1, 6)}"
+        campaign = f"{slug}-nurture"
         props = {
             "campaign_name": campaign,
+            "email_id": email_id,
             "email_subject": f"{topic.capitalize()}: {self._pick(_BLOG_ANGLES)}",
             "topic": topic,
             "content_type": "email",
@@ -1328,7 +1357,7 @@ class _Simulator:
         else:
             path, title = f"/resources/{slug}-guide", f"The {topic} guide"
         self._track(t, account, person, None, "Email Clicked", {**props, "link_url": _SITE + path})
-        utm = {"name": campaign, "source": "newsletter", "medium": "email"}
+        utm = {"name": campaign, "source": "newsletter", "medium": "email", "content": email_id}
         visit = _Visit(account, person, 0, max(t + self._gap(1, 4), person.busy_until + 1), "", utm)
         self._page(visit, path, title, topic)
         if rng.random() < 0.5:

@@ -245,6 +245,7 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
         metrics.events_processed.labels(type=kind).inc(n)
     for signal, n in result.signals.items():
         metrics.signals.labels(signal=signal).inc(n)
+    metrics.count_marketing(result.marketing)
     for outcome, n in result.labels.items():
         metrics.labels_learned.labels(outcome=outcome).inc(n)
     if result.labels:

@@ -87,7 +87,8 @@ _CHURN_REFRESH = DAY  # event-time seconds between two churn-model predictions p
 #: Measures every stage model may use, besides the signal names and its tracked events.
 BUILTIN_MEASURES: Mapping[str, str] = {
     "intent_score": "the account's intent score, 0-100",
-    "fit": "the account's fit score, 0-100, when the worker has one (else rules on it fail)",
+    "fit": "the account's fit score, 0-100, from its firmographics (50 until the fit model "
+    "has learned enough won and lost deals; rules on it fail where no fit score is given)",
     "high_intent": "decayed count of high-intent signals (pricing, comparison, demo, trial, "
     "contact)",
     "people": "people engaged in the last 30 days",

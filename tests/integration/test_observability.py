@@ -1,6 +1,7 @@
 """A real Prometheus scrapes a real worker; every dashboard and alert-rule query runs on it.
 
-The worker processes a hot buyer journey (an alert), outcome events (model labels), a cold
+The worker processes a hot buyer journey (visits from campaigns, a search engine and another
+site, for the marketing view; an alert), outcome events (model labels), a cold
 account and bad records (dead letters) while Prometheus scrapes it every second; then each
 PromQL expression of deploy/grafana/dashboards and deploy/prometheus/rules.yml is evaluated
 through Prometheus's HTTP API. Every expression must parse, every alert rule must evaluate
@@ -53,22 +54,43 @@ NO_DATA_IN_A_SHORT_RUN: dict[str, str] = {}
 ACTIVE_RULES = {"IntentStreamDeadLetterRateHigh", "IntentStreamAlertLatencyHigh"}
 
 
+SITE = "https://www.vendor.example"
+#: Where each committee member's visit comes from (the marketing view's channels and
+#: campaigns): a paid-social and a paid-search campaign, a search engine, another site, none.
+SPRING = {"name": "Spring Launch", "source": "linkedin", "medium": "paid_social"}
+ENTRIES: list[tuple[str, dict[str, str] | None]] = [
+    ("https://www.linkedin.com/", SPRING),
+    ("https://www.google.com/", {"name": "brand-search", "source": "google", "medium": "cpc"}),
+    ("https://www.google.com/", None),
+    ("https://news.ycombinator.com/", None),
+    ("", None),
+]
+PAGES = ["/product", "/pricing", "/compare/us-vs-them", "/blog/x"]
+
+
 def _events(account: str, now: float) -> list[dict[str, Any]]:
     """A buying committee researching, comparing and asking for a demo: an alert."""
     t0 = now - 900
     events: list[dict[str, Any]] = []
-    for i in range(5):
+    for i, (referrer, campaign) in enumerate(ENTRIES):
         base = {"userId": f"{account}-p{i}", "context": {"groupId": account}}
         events.append(
             {**base, "type": "identify", "timestamp": iso(t0 + i), "traits": {"seniority": "vp"}}
         )
-        for j, path in enumerate(["/product", "/pricing", "/compare/us-vs-them", "/blog/x"]):
+        for j, path in enumerate(PAGES):
+            context: dict[str, Any] = {
+                "groupId": account,
+                "page": {"path": path, "url": SITE + path, "referrer": referrer},
+            }
+            if campaign is not None:
+                context["campaign"] = campaign  # the visit's UTM parameters
             events.append(
                 {
                     **base,
                     "type": "page",
                     "timestamp": iso(t0 + 60 * i + j),
                     "properties": {"path": path},
+                    "context": context,
                 }
             )
     for k, name in enumerate(["Demo Requested", "Trial Started", "Whitepaper Downloaded"]):
@@ -310,6 +332,15 @@ def test_dashboards_and_rules_evaluate_on_a_scraped_worker(
     # The opportunity labels two snapshots positive, Deal Lost one negative (see _outcomes).
     assert prom.values('intent_stream_model_labels{polarity="positive"}') == [2.0]
     assert prom.values('intent_stream_model_labels{polarity="negative"}') == [1.0]
+    # The marketing view's dimensions: the paid-social visitor's pages, by campaign; the
+    # demo request and trial (no campaign, no referrer) as direct.
+    linkedin = 'intent_stream_marketing_signals_total{channel="paid_social"}'
+    assert prom.values(f"sum by (campaign) ({linkedin})") == [float(len(PAGES))]
+    assert prom.query(f"sum by (campaign) ({linkedin})")["data"]["result"][0]["metric"] == {
+        "campaign": "spring_launch"
+    }
+    high_intent = 'signal=~"demo_request|trial_start", channel="direct", content_type=~"demo|trial"'
+    assert prom.values(f"sum(intent_stream_marketing_signals_total{{{high_intent}}})") == [2.0]
     reasons = {
         s["metric"]["reason"]
         for s in prom.query("intent_stream_dead_letters_total")["data"]["result"]

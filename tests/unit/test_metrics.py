@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from intent_stream.agents.sinks import observe_send
+from intent_stream.marketing import CampaignLabels
 from intent_stream.metrics import AGENTS, FAUST_PREFIX, PRODUCE_TOPICS, Metrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -88,3 +89,38 @@ def test_observe_send_counts_failures_without_raising(send, errors, delivered):
     assert _value(m, "intent_stream_produce_errors_total", topic="alerts") == errors
     assert _value(m, "intent_stream_produce_errors_total", topic="dlq") == 0.0
     assert len(calls) == delivered
+
+
+def test_marketing_counter_bounds_the_campaign_label():
+    m = Metrics(CollectorRegistry(), campaigns=CampaignLabels.from_setting("kept", cap=3))
+    counts = {("pricing_view", "email", f"c{i}", "pricing"): 1 for i in range(100)}
+    counts[("pricing_view", "email", "kept", "pricing")] = 2
+    m.count_marketing(counts)
+    m.count_marketing({("demo_request", "direct", "c1", "demo"): 1})
+    samples = [
+        s
+        for family in m.registry.collect()
+        if family.name == "intent_stream_marketing_signals"
+        for s in family.samples
+        if s.name.endswith("_total")
+    ]
+    campaigns = {s.labels["campaign"]: 0.0 for s in samples}
+    for s in samples:
+        campaigns[s.labels["campaign"]] += s.value
+    # The first three names, the allowlisted one, and everything else as "other".
+    assert campaigns == {"c0": 1.0, "c1": 2.0, "c2": 1.0, "kept": 2.0, "other": 97.0}
+
+
+def test_workers_bound_campaigns_as_configured():
+    from intent_stream.app import create_app
+    from intent_stream.settings import Settings
+
+    settings = Settings(
+        kafka="127.0.0.1:1",
+        redis="redis://127.0.0.1:1/0",
+        marketing_campaigns="a, B",
+        marketing_campaign_cap=7,
+    )
+    engine = create_app(settings)
+    assert engine.metrics.campaigns.allow == {"a", "b"}
+    assert engine.metrics.campaigns.cap == 7

@@ -111,3 +111,26 @@ def test_events_of_several_accounts_in_one_record_go_to_each_account():
     )
     assert table["a"]["events"] == 2
     assert table["b"]["events"] == 1
+
+
+def test_every_classified_signal_is_counted_by_channel_campaign_and_content_type():
+    proc, table = _processor(), {}
+    campaign = {"name": "Spring Launch", "source": "linkedin", "medium": "paid_social"}
+    events = [
+        _ev("acme", path="/pricing", context={"groupId": "acme", "campaign": campaign}),
+        _ev("acme", path="/blog/x", t=1, context={"groupId": "acme", "campaign": campaign}),
+        _ev("acme", "track", event="Whitepaper Downloaded", t=2),
+        _ev("acme", "track", event="Email Opened", t=3, properties={"campaign_name": "Nurture"}),
+        _ev("acme", "identify", t=4, traits={"seniority": "vp"}),  # no signal: not counted
+        _ev("acme", "track", event="Deal Won", t=5),  # an outcome: not counted
+    ]
+    result = proc.process(table, value=orjson.dumps(events), partition=0, offset=1)
+    assert result.marketing == {
+        ("pricing_view", "paid_social", "spring_launch", "pricing"): 1,
+        ("content_view", "paid_social", "spring_launch", "blog"): 1,
+        ("content_download", "direct", "none", "whitepaper"): 1,
+        ("email_open", "email", "nurture", "none"): 1,
+    }
+    assert sum(result.marketing.values()) == sum(result.signals.values())
+    replay = proc.process(table, value=orjson.dumps(events), partition=0, offset=1)
+    assert replay.marketing == {}  # a skipped record counts nothing

@@ -6,6 +6,7 @@ import orjson
 
 from intent_stream.pipeline import AccountProcessor, iso
 from intent_stream.scoring import FitModel, HotLeadPolicy, IntentModel
+from intent_stream.scoring.stages import StageMachine, parse_stage_model
 
 T0 = 1_795_000_000.0
 DAY = 86400.0
@@ -170,3 +171,44 @@ def test_a_busy_accounts_state_stays_compact():
     _feed(proc, table, batches)
     size = len(orjson.dumps(table["busy.example"]))
     assert size <= 2048, size
+
+
+FIT_STAGES = """
+version = 1
+initial = "awareness"
+
+[[stage]]
+name = "awareness"
+next = "target"
+
+[[stage]]
+name = "target"
+description = "Fits the ideal customer profile."
+from = ["awareness"]
+enter = ["fit >= 55"]
+exit = ["fit < 50"]
+exit_to = "awareness"
+"""
+
+
+def test_stage_rules_on_fit_see_the_accounts_fit_score():
+    fit = FitModel(min_labels=4)
+    for i in range(16):  # software accounts won, retail ones lost
+        fit.learn_one({"industry": "software" if i % 2 else "retail"}, bool(i % 2))
+    assert fit.score_one({"industry": "software"}) >= 55 > fit.score_one({"industry": "retail"})
+    stages = StageMachine(model=parse_stage_model(FIT_STAGES))
+    proc, table = _processor(fit=fit, stages=stages), {}
+    batches = [
+        [
+            _ev(account, 0.0, "group", groupId=account, traits={"industry": industry}),
+            _ev(account, 60.0, path="/blog/x"),
+        ]
+        for account, industry in (("soft", "software"), ("shop", "retail"))
+    ]
+    results = _feed(proc, table, batches)
+    moves = [(t.from_stage, t.to_stage) for t in results[0].transitions]
+    assert moves == [(None, "awareness"), ("awareness", "target")]
+    assert "fit" in results[0].transitions[1].reason
+    assert [t.to_stage for t in results[1].transitions] == ["awareness"]
+    assert table["soft"]["stage"]["s"] == "target"
+    assert table["shop"]["stage"]["s"] == "awareness"
