@@ -87,6 +87,11 @@ last_score=None, last_stage=None, last_topics=(), last_people=None)
     last_topics: tuple[str, ...] = ()
     last_people: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.last_rule is None and self.episode > 0:
+            # Alerts made before there were several rules were all intent_threshold alerts.
+            object.__setattr__(self, "last_rule", RULE_INTENT)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"a": self.armed, "e": self.episode, "t": self.last_alert_ts}
         optional = {
@@ -106,7 +111,7 @@ last_score=None, last_stage=None, last_topics=(), last_people=None)
             armed=bool(data["a"]),
             episode=int(data["e"]),
             last_alert_ts=data["t"],
-            last_rule=data.get("r") or (RULE_INTENT if data["e"] else None),
+            last_rule=data.get("r"),
             last_score=data.get("s"),
             last_stage=data.get("g"),
             last_topics=tuple(data.get("x") or ()),
