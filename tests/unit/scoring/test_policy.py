@@ -62,29 +62,36 @@ HOUR = 3600.0
 def test_a_stage_entry_alerts_only_for_the_configured_stages():
     policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=0, stages=("evaluation", "purchase"))
     state, d = policy.decide_one(PolicyState(), score=20, ts=0, stages=("consideration",))
-    assert not d.fired and state == PolicyState()
+    assert not d.fired
+    assert state == PolicyState()
     state, d = policy.decide_one(state, score=20, ts=1, stages=("evaluation",))
-    assert d.rules == (RULE_STAGE,) and d.stages == ("evaluation",)
-    assert state.episode == 1 and state.last_rule == RULE_STAGE
+    assert d.rules == (RULE_STAGE,)
+    assert d.stages == ("evaluation",)
+    assert state.episode == 1
+    assert state.last_rule == RULE_STAGE
     assert state.armed  # the intent threshold was not used: it stays armed
     state, d = policy.decide_one(state, score=20, ts=2, stages=("purchase",))
-    assert d.rules == (RULE_STAGE,) and state.episode == 2
+    assert d.rules == (RULE_STAGE,)
+    assert state.episode == 2
 
 
 def test_a_surge_start_alerts_and_names_its_topics():
     policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=0)
     state, d = policy.decide_one(PolicyState(), score=30, ts=0, surges=("data security",))
-    assert d.rules == (RULE_SURGE,) and d.surges == ("data security",)
+    assert d.rules == (RULE_SURGE,)
+    assert d.surges == ("data security",)
     assert state.last_rule == RULE_SURGE
 
 
 def test_rules_not_in_use_never_fire():
     policy = HotLeadPolicy(rules=(RULE_INTENT,), cooldown_s=0)
     _, d = policy.decide_one(PolicyState(), score=30, ts=0, stages=("evaluation",), surges=("x",))
-    assert not d.fired and d.suppressed == ()
+    assert not d.fired
+    assert d.suppressed == ()
     only_stage = HotLeadPolicy(rules=(RULE_STAGE,), cooldown_s=0)
     state, d = only_stage.decide_one(PolicyState(), score=95, ts=0)
-    assert not d.fired and state.armed
+    assert not d.fired
+    assert state.armed
     with pytest.raises(ValueError, match="unknown alert rule"):
         HotLeadPolicy(rules=("intent_threshold", "gut_feeling"))
 
@@ -100,7 +107,8 @@ def test_rules_firing_together_make_one_alert_naming_them_all():
     assert not state.armed
     # Without the intent threshold the stage entry is the primary rule.
     _, d = policy.decide_one(PolicyState(), score=40, ts=0, stages=("purchase",), surges=("x",))
-    assert d.rule == RULE_STAGE and d.rules == (RULE_STAGE, RULE_SURGE)
+    assert d.rule == RULE_STAGE
+    assert d.rules == (RULE_STAGE, RULE_SURGE)
 
 
 def test_the_cooldown_is_shared_by_the_rules():
@@ -112,17 +120,20 @@ def test_the_cooldown_is_shared_by_the_rules():
     state, d = policy.decide_one(state, score=80, ts=2 * HOUR, surges=("security",))
     assert not d.fired
     assert set(d.suppressed) == {(RULE_INTENT, "cooldown"), (RULE_SURGE, "cooldown")}
-    assert state.armed and state.episode == 1
+    assert state.armed
+    assert state.episode == 1
     # After the cooldown the still-hot account alerts on the threshold (it stayed armed).
     state, d = policy.decide_one(state, score=80, ts=25 * HOUR)
-    assert d.rules == (RULE_INTENT,) and state.episode == 2
+    assert d.rules == (RULE_INTENT,)
+    assert state.episode == 2
 
 
 def test_the_threshold_re_arms_below_exit_even_during_the_cooldown():
     policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=10 * HOUR)
     state, _ = policy.decide_one(PolicyState(), score=75, ts=0)
     state, d = policy.decide_one(state, score=45, ts=HOUR)
-    assert state.armed and not d.fired
+    assert state.armed
+    assert not d.fired
     state, d = policy.decide_one(state, score=75, ts=2 * HOUR)  # armed, but cooling down
     assert d.suppressed == ((RULE_INTENT, "cooldown"),)
     state, d = policy.decide_one(state, score=71, ts=11 * HOUR)
@@ -132,21 +143,25 @@ def test_the_threshold_re_arms_below_exit_even_during_the_cooldown():
 def test_weak_fit_accounts_need_a_higher_score_to_cross_the_threshold():
     policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=0, weak_fit_points=10)
     state, d = policy.decide_one(PolicyState(), score=75, ts=0, fit_band="weak")
-    assert not d.fired and d.threshold == 80.0
+    assert not d.fired
+    assert d.threshold == 80.0
     assert d.suppressed == ((RULE_INTENT, "weak_fit"),)
     assert state.armed  # not spent: crossing the raised threshold later still alerts
     state, d = policy.decide_one(state, score=81, ts=1, fit_band="weak")
-    assert d.rules == (RULE_INTENT,) and d.threshold == 80.0
+    assert d.rules == (RULE_INTENT,)
+    assert d.threshold == 80.0
     for band in ("moderate", "strong"):
         _, d = policy.decide_one(PolicyState(), score=75, ts=0, fit_band=band)
-        assert d.fired and d.threshold == 70.0
+        assert d.fired
+        assert d.threshold == 70.0
 
 
 def test_weak_fit_surges_and_stage_entries_need_a_minimum_intent_score():
     policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=0, weak_fit_min_score=50)
     kwargs = {"stages": ("evaluation",), "surges": ("ai",)}
     state, d = policy.decide_one(PolicyState(), score=30, ts=0, fit_band="weak", **kwargs)
-    assert not d.fired and state.episode == 0
+    assert not d.fired
+    assert state.episode == 0
     assert set(d.suppressed) == {(RULE_STAGE, "weak_fit"), (RULE_SURGE, "weak_fit")}
     _, d = policy.decide_one(PolicyState(), score=55, ts=0, fit_band="weak", **kwargs)
     assert d.rules == (RULE_STAGE, RULE_SURGE)
@@ -165,7 +180,8 @@ def test_the_fit_band_is_asked_only_when_a_rule_fires():
     policy.decide_one(PolicyState(), score=40, ts=0, fit_band=band)
     assert calls == []
     _, d = policy.decide_one(PolicyState(), score=40, ts=0, fit_band=band, surges=("x",))
-    assert d.fired and calls == [1]
+    assert d.fired
+    assert calls == [1]
 
 
 def test_the_same_history_gives_the_same_states_and_alert_ids():
@@ -197,7 +213,8 @@ def test_the_same_history_gives_the_same_states_and_alert_ids():
 def test_policy_state_keeps_the_last_alert_compactly_and_loads_older_states():
     old = {"a": False, "e": 3, "t": 12.5}  # stored before there were several rules
     state = PolicyState.from_dict(old)
-    assert state.last_rule == RULE_INTENT and state.last_score is None
+    assert state.last_rule == RULE_INTENT
+    assert state.last_score is None
     assert state.to_dict() == old  # nothing added while nothing new is known
     assert PolicyState().to_dict() == {"a": True, "e": 0, "t": None}
     full = PolicyState(
@@ -264,4 +281,5 @@ def test_regions_come_from_country_codes_and_names():
         "EMEA",
         "APAC",
     ]
-    assert region_of("") is None and region_of(42) is None
+    assert region_of("") is None
+    assert region_of(42) is None
