@@ -501,7 +501,11 @@ class AccountProcessor:
         """
         signals = scoring.signals
         surges = _surges_started(previous, signals)
-        entered = [t.to_stage for t in result.transitions if t.account_id == account_id]
+        entered = [
+            t.to_stage
+            for t in result.transitions
+            if t.account_id == account_id and not self._falls_back(t)
+        ]
         fit: list[float] = []
 
         def band() -> str:  # the fit score costs a prediction: only when a rule fires
@@ -539,6 +543,16 @@ class AccountProcessor:
         return new_state.remember(
             score=score, stage=stage_now, topics=[t for t, _ in topics], people=int(x["people"])
         )
+
+    def _falls_back(self, transition: StageTransition) -> bool:
+        """Whether a transition goes back from one alerting stage to an earlier one (e.g. a
+        dormant opportunity from purchase to evaluation): not a reason to alert."""
+        if self.stages is None or transition.from_stage not in self.policy.stages:
+            return False
+        order = [s.name for s in self.stages.model.stages]
+        if transition.from_stage not in order or transition.to_stage not in order:
+            return False
+        return order.index(transition.to_stage) < order.index(transition.from_stage)
 
     def _alert(
         self,

@@ -340,3 +340,16 @@ def test_replaying_the_records_into_a_fresh_processor_gives_the_same_alerts():
     assert first == second
     assert len({a["alert_id"] for a in first}) == len(first) >= 3
     assert {a["rule"] for a in first} >= {RULE_STAGE, RULE_SURGE}
+
+
+def test_falling_back_from_purchase_to_evaluation_does_not_alert():
+    feed = _Feed(_processor())
+    feed([_blog("acme.com", 0)])
+    (alert,), _ = feed([_track("acme.com", 100, "Opportunity Created")])
+    assert alert["stage"] == "purchase"
+    # The opportunity goes quiet past purchase's dormant days: back to evaluation, no alert.
+    alerts, result = feed([_blog("acme.com", 130 * DAY)])
+    moves = [(t.from_stage, t.to_stage) for t in result.transitions]
+    assert moves[0] == ("purchase", "evaluation")
+    assert alerts == []
+    assert feed.triggers == {(RULE_STAGE, "alerted"): 1}
