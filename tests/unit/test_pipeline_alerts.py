@@ -353,3 +353,12 @@ def test_falling_back_from_purchase_to_evaluation_does_not_alert():
     assert moves[0] == ("purchase", "evaluation")
     assert alerts == []
     assert feed.triggers == {(RULE_STAGE, "alerted"): 1}
+
+
+def test_the_rule_names_agree_wherever_they_are_listed():
+    from intent_stream import metrics, settings
+    from intent_stream.scoring import RULES
+
+    # metrics and settings do not import scoring (it loads River): they keep copies.
+    assert metrics.ALERT_RULES == settings._ALERT_RULES == RULES
+    assert tuple(load_schema("sales-alert.v1.json")["$defs"]["rule"]["enum"]) == RULES
