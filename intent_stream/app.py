@@ -14,6 +14,7 @@ from faust.sensors.prometheus import PrometheusMonitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
+from intent_stream.alerts.config import alert_policy
 from intent_stream.dedup import MessageDeduplicator
 from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
 from intent_stream.ingest import IngestProcessor
@@ -26,7 +27,6 @@ from intent_stream.scoring import (
     DelayedLabels,
     FitModel,
     FitModelError,
-    HotLeadPolicy,
     IntentModel,
     load_fit_model,
 )
@@ -208,11 +208,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     processor = AccountProcessor(
         model=IntentModel(),
-        policy=HotLeadPolicy(
-            enter=settings.alert_enter,
-            exit=settings.alert_exit,
-            cooldown_s=settings.alert_cooldown,
-        ),
+        policy=alert_policy(settings),
         labels=DelayedLabels(
             horizon_days=settings.intent_horizon_days,
             snapshots=settings.label_snapshots,

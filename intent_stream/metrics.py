@@ -34,7 +34,15 @@ from prometheus_client import (
 
 from intent_stream.marketing import CampaignLabels
 
-__all__ = ["AGENTS", "CONTENT_TYPE", "FAUST_PREFIX", "PRODUCE_TOPICS", "Metrics"]
+__all__ = [
+    "AGENTS",
+    "ALERT_OUTCOMES",
+    "ALERT_RULES",
+    "CONTENT_TYPE",
+    "FAUST_PREFIX",
+    "PRODUCE_TOPICS",
+    "Metrics",
+]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -46,6 +54,14 @@ FAUST_PREFIX = "intent_stream_faust"
 AGENTS = ("ingest", "score-accounts")
 #: Logical roles of the topics the agents produce to (``topic`` label of produce errors).
 PRODUCE_TOPICS = ("alerts", "dlq", "events", "identity", "transitions")
+#: Alert rules (``intent_stream.scoring.RULES``, not imported here: it loads River) and what
+#: became of a rule that fired (``intent_stream_alert_triggers_total{rule,outcome}``).
+ALERT_RULES = ("intent_threshold", "stage_entry", "topic_surge")
+ALERT_OUTCOMES = ("alerted", "cooldown", "weak_fit")
+# Event time between two alerts of one account: an hour to a quarter.
+_ALERT_INTERVAL_BUCKETS = tuple(
+    h * 3600.0 for h in (1, 6, 12, 24, 48, 72, 7 * 24, 14 * 24, 30 * 24, 90 * 24)
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Event time is set by the tracker; events arrive late (offline devices, batch imports,
@@ -127,10 +143,30 @@ class Metrics:
         )
         self.alerts_published = Counter(
             p + "alerts_published_total",
-            "Hot-lead alerts published to the sales-alerts topic, by rule.",
+            "Hot-lead alerts published to the sales-alerts topic, by primary rule (the first "
+            "of intent_threshold, stage_entry, topic_surge that fired).",
             ["rule"],
             registry=registry,
         )
+        self.alert_triggers = Counter(
+            p + "alert_triggers_total",
+            "Alert rules that fired for an account, by rule and outcome: alerted (in a "
+            "published alert, alone or with other rules), cooldown (held back: the account "
+            "had an alert within alert_cooldown) or weak_fit (held back by fit gating).",
+            ["rule", "outcome"],
+            registry=registry,
+        )
+        self.alert_interval = Histogram(
+            p + "alert_interval_seconds",
+            "Event-time seconds between an account's alert and its previous alert (not "
+            "observed for first alerts): alert fatigue as the scorer decides it.",
+            buckets=_ALERT_INTERVAL_BUCKETS,
+            registry=registry,
+        )
+        for rule in ALERT_RULES:
+            self.alerts_published.labels(rule=rule)
+            for outcome in ALERT_OUTCOMES:
+                self.alert_triggers.labels(rule=rule, outcome=outcome)
         self.labels_learned = Counter(
             p + "labels_learned_total",
             "Delayed labels the intent model learned, by what labelled them: opportunity, won "

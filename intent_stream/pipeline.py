@@ -15,6 +15,7 @@ between them cannot split them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -30,8 +31,11 @@ from intent_stream.marketing import dimensions
 from intent_stream.privacy import ForgetRequest, is_forget
 from intent_stream.scoring import (
     FEATURES,
+    KEY_ACTIVITIES,
     OUTCOMES,
+    RULE_INTENT,
     AccountSignals,
+    AlertDecision,
     DelayedLabels,
     FitModel,
     HotLeadPolicy,
@@ -61,7 +65,10 @@ __all__ = [
     "iso",
 ]
 
-INTENT_RULE = "intent_threshold"
+INTENT_RULE = RULE_INTENT
+#: People and key activities an alert lists at most.
+_ALERT_PEOPLE = 5
+_ALERT_ACTIVITIES = 5
 #: Outcomes that mean "this account bought or is buying" (positive label) or did not.
 _POSITIVE = frozenset({"opportunity", "won"})
 _NEGATIVE = frozenset({"lost"})
@@ -83,6 +90,10 @@ class OutgoingAlert:
     alert_id: str
     account_id: str
     value: bytes
+    #: The alert's primary rule, and the event-time seconds since the account's previous
+    #: alert (None for its first), for the metrics.
+    rule: str = INTENT_RULE
+    interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,8 @@ class RecordResult:
     surges: int = 0
     #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
     transitions: list[StageTransition] = field(default_factory=list)
+    #: Alert rules that fired, by (rule, outcome): alerted, cooldown or weak_fit.
+    alert_triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def iso(ts: float) -> str:
@@ -170,6 +183,12 @@ class AccountProcessor:
         self.fit = fit if fit is not None else FitModel()
         self.health = health if health is not None else ProgressiveValidation()
         self.stages = stages
+        self._stages_read_fit = stages is not None and any(
+            clause.measure == "fit"
+            for spec in stages.model.stages
+            for rule in (*spec.enter, *spec.exit)
+            for clause in rule.clauses
+        )
 
     def process(
         self,
@@ -235,16 +254,11 @@ class AccountProcessor:
         x = signals.features(now)
         self._snapshot(scoring, x, now)
         score = self.model.score_one(x)
-        policy_state, fire = self.policy.decide(policy_state, score=score, ts=now)
-        if fire:
-            reasons = self.explain(x, signals, now)
-            result.alerts.append(
-                self._alert(
-                    account_id, score, reasons, policy_state, now, n_events, state, scoring.traits
-                )
-            )
         stage = self.stage_step(
             account_id, state, events, signals, score, now, result, traits=scoring.traits
+        )
+        policy_state = self.alert_step(
+            account_id, state, policy_state, scoring, x, score, now, n_events, stage, result
         )
         table[account_id] = {
             "off": {**applied, source: offset},
@@ -376,7 +390,8 @@ class AccountProcessor:
             signals=signals,
             intent_score=score,
             now=now,
-            fit=self.fit.score_one(traits or {}),
+            # A fit prediction per record only when some stage rule reads it.
+            fit=self.fit.score_one(traits or {}) if self._stages_read_fit else None,
         )
         result.transitions.extend(step.transitions)
         return step.state.to_dict()
@@ -481,54 +496,288 @@ class AccountProcessor:
         if outcome in ("won", "lost"):
             self.fit.learn_one(scoring.traits, outcome == "won")
 
+    # -- hot-lead alerts (issue 6) ---------------------------------------------------------
+    def alert_step(
+        self,
+        account_id: str,
+        previous: Mapping[str, Any] | None,
+        policy_state: PolicyState,
+        scoring: _Scoring,
+        x: Mapping[str, float],
+        score: float,
+        now: float,
+        n_events: int,
+        stage: Mapping[str, Any] | None,
+        result: RecordResult,
+    ) -> PolicyState:
+        """Decide on an alert after scoring and the stage step; return the new policy state.
+
+        ``previous`` is the account's table value before this record: topics that were not
+        surging in it and are now started a surge; the stages entered are this record's
+        transitions of the account.
+        """
+        signals = scoring.signals
+        surges = _surges_started(previous, signals)
+        entered = [
+            t.to_stage
+            for t in result.transitions
+            if t.account_id == account_id and not self._falls_back(t)
+        ]
+        fit: list[float] = []
+
+        def band() -> str:  # the fit score costs a prediction: only when a rule fires
+            fit.append(self.fit.score_one(scoring.traits))
+            return fit_band(fit[0])
+
+        new_state, decision = self.policy.decide_one(
+            policy_state, score=score, ts=now, fit_band=band, stages=entered, surges=surges
+        )
+        for rule, why in decision.suppressed:
+            result.alert_triggers[(rule, why)] += 1
+        if not decision.fired:
+            return new_state
+        for rule in decision.rules:
+            result.alert_triggers[(rule, "alerted")] += 1
+        fit_score = fit[0] if fit else self.fit.score_one(scoring.traits)
+        topics = signals.top_topics(now)
+        stage_now = str(stage["s"]) if stage is not None else None
+        alert = self._alert(
+            account_id,
+            decision=decision,
+            state=new_state,
+            before=policy_state,
+            scoring=scoring,
+            x=x,
+            score=score,
+            fit_score=fit_score,
+            now=now,
+            n_events=n_events,
+            stage=stage,
+            topics=topics,
+            transitions=[t for t in result.transitions if t.account_id == account_id],
+        )
+        result.alerts.append(alert)
+        return new_state.remember(
+            score=score, stage=stage_now, topics=[t for t, _ in topics], people=int(x["people"])
+        )
+
+    def _falls_back(self, transition: StageTransition) -> bool:
+        """Whether a transition goes back from one alerting stage to an earlier one (e.g. a
+        dormant opportunity from purchase to evaluation): not a reason to alert."""
+        if self.stages is None or transition.from_stage not in self.policy.stages:
+            return False
+        order = [s.name for s in self.stages.model.stages]
+        if transition.from_stage not in order or transition.to_stage not in order:
+            return False
+        return order.index(transition.to_stage) < order.index(transition.from_stage)
+
     def _alert(
         self,
         account_id: str,
+        *,
+        decision: AlertDecision,
+        state: PolicyState,
+        before: PolicyState,
+        scoring: _Scoring,
+        x: Mapping[str, float],
         score: float,
-        reasons: list[Any],
-        policy_state: PolicyState,
+        fit_score: float,
         now: float,
         n_events: int,
-        previous: Mapping[str, Any] | None = None,
-        traits: Mapping[str, Any] | None = None,
+        stage: Mapping[str, Any] | None,
+        topics: list[tuple[str, float]],
+        transitions: list[StageTransition],
     ) -> OutgoingAlert:
-        """The alert payload; ``previous`` is the account's table value before this record."""
-        aid = alert_id(account_id, INTENT_RULE, policy_state.episode)
-        fit_score = self.fit.score_one(traits or {})
+        """The alert payload (``before``: the policy state before this alert)."""
+        rule = decision.rule or INTENT_RULE
+        aid = alert_id(account_id, rule, state.episode)
+        signals, traits = scoring.signals, scoring.traits
+        reasons = self.explain(x, signals, now)
+        band = fit_band(fit_score)
+        show = self.policy.show_emails
+        stage_now = str(stage["s"]) if stage is not None else None
+        people = _engaged_people(signals, now, show_emails=show)
         payload = {
             "alert_id": aid,
             "account_id": account_id,
-            "rule": INTENT_RULE,
+            "rule": rule,
+            "rules": list(decision.rules),
+            "triggers": _triggers(decision, score, transitions),
             "intent_score": round(score, 1),
-            "threshold": self.policy.enter,
-            "episode": policy_state.episode,
+            "threshold": decision.threshold,
+            "episode": state.episode,
             "reasons": [r.text for r in reasons if r.contribution > 0],
             "events": n_events,
             "event_time": iso(now),
-            "since_last_alert": _since_last_alert(account_id, policy_state, now, previous),
+            "since_last_alert": _since_last_alert(
+                account_id,
+                before,
+                now,
+                score=score,
+                stage=stage_now,
+                topics=[t for t, _ in topics],
+                people=int(x["people"]),
+                signals=signals,
+                show_emails=show,
+            ),
             "fit_score": round(fit_score, 1),
-            "fit_band": fit_band(fit_score),
+            "fit_band": band,
+            "stage": stage_now,
+            "previous_stage": _previous_stage(stage),
+            "topics": [{"topic": t, "surge": s, "new": t in decision.surges} for t, s in topics],
+            "people_count": int(x["people"]),
+            "people": people,
+            "activities": _activities(signals, show_emails=show),
+            "route": self.policy.router.route(traits, fit_band=band).to_payload(),
         }
-        return OutgoingAlert(aid, account_id, orjson.dumps(payload))
+        interval = None if before.last_alert_ts is None else now - before.last_alert_ts
+        return OutgoingAlert(aid, account_id, orjson.dumps(payload), rule, interval)
+
+
+def _surges_started(previous: Mapping[str, Any] | None, signals: AccountSignals) -> list[str]:
+    """Topics surging now that were not surging before this record (see ``TopicSurge``)."""
+    if not signals.topics:
+        return []
+    before = previous["signals"].get("t", {}) if previous is not None else {}
+    return sorted(
+        topic
+        for topic, cell in signals.topics.items()
+        if cell[3] and not (topic in before and before[topic][3])
+    )
+
+
+def _previous_stage(stage: Mapping[str, Any] | None) -> str | None:
+    """The stage the account was in before its current one (from the stage history)."""
+    if stage is None:
+        return None
+    history = stage.get("h") or []
+    if history and history[-1][1] == stage["s"]:
+        return history[-1][0]  # type: ignore[no-any-return]
+    return None
+
+
+def _triggers(
+    decision: AlertDecision, score: float, transitions: list[StageTransition]
+) -> list[str]:
+    """What fired, in plain words, one line per rule of the alert."""
+    out: list[str] = []
+    for rule in decision.rules:
+        if rule == INTENT_RULE:
+            out.append(f"intent score {score:.0f} reached {decision.threshold:g}")
+        elif rule == "stage_entry":
+            for t in transitions:
+                if t.to_stage in decision.stages:
+                    out.append(f"entered {t.to_stage}" + (f" ({t.reason})" if t.reason else ""))
+        else:
+            out += [f"surge of interest in {topic} started" for topic in decision.surges]
+    return out
+
+
+def shown_person(person_id: str, *, show_emails: bool) -> str:
+    """A person id as alerts show it: ids that are email addresses become a pseudonym unless
+    ``show_emails`` (the engine keeps person ids only, pseudonymised with
+    ``pseudonymise_key``; an email is shown only where a tracker used it as the id).
+
+    >>> shown_person("u-1842", show_emails=False), shown_person("ann@acme.com", show_emails=True)
+    ('u-1842', 'ann@acme.com')
+    >>> shown_person("ann@acme.com", show_emails=False)
+    'person-f9669db96e65'
+    """
+    if show_emails or "@" not in person_id:
+        return person_id
+    return "person-" + hashlib.sha256(person_id.encode()).hexdigest()[:12]
+
+
+def _engaged_people(
+    signals: AccountSignals, now: float, *, show_emails: bool
+) -> list[dict[str, Any]]:
+    """The account's people active in the last 30 days: senior first, then most recent."""
+    active = [(p, c) for p, c in signals.people.items() if now - c[0] <= 30 * 86400]
+    active.sort(key=lambda pc: (-pc[1][1], -pc[1][0], pc[0]))
+    return [
+        {
+            "id": shown_person(person, show_emails=show_emails),
+            "role": cell[2] if len(cell) > 2 else None,
+            "senior": bool(cell[1]),
+            "last_seen": iso(cell[0]),
+        }
+        for person, cell in active[:_ALERT_PEOPLE]
+    ]
+
+
+def _activities(signals: AccountSignals, *, show_emails: bool) -> list[dict[str, Any]]:
+    """The account's key activities, newest first: the last time each key signal happened.
+
+    Derived from the state the signals keep anyway (each signal's latest event time), so
+    alerts cost no state; the person is the one whose latest activity is that event, if any.
+    """
+    last = sorted(
+        ((cell[1], name) for name, cell in signals.counts.items() if name in KEY_ACTIVITIES),
+        reverse=True,
+    )[:_ALERT_ACTIVITIES]
+    by_time = {cell[0]: person for person, cell in signals.people.items()}
+    out = []
+    for ts, signal in last:
+        person = by_time.get(ts)
+        out.append(
+            {
+                "at": iso(ts),
+                "type": signal,
+                "text": signals.signals[signal].phrase,
+                "person": shown_person(person, show_emails=show_emails) if person else None,
+            }
+        )
+    return out
 
 
 def _since_last_alert(
-    account_id: str, policy_state: PolicyState, now: float, previous: Mapping[str, Any] | None
+    account_id: str,
+    before: PolicyState,
+    now: float,
+    *,
+    score: float,
+    stage: str | None,
+    topics: list[str],
+    people: int,
+    signals: AccountSignals,
+    show_emails: bool,
 ) -> dict[str, Any] | None:
-    """What links this alert to the account's previous one (None for its first alert).
+    """What is new since the account's previous alert (None for its first alert).
 
-    Derived from the policy state the table already keeps (episode, last alert's event
-    time); the previous alert's id is recomputed, being deterministic.
+    ``before`` is the policy state before this alert: the previous alert's number, rule and
+    event time (its id is recomputed, being deterministic) and what the account looked like
+    then. Fields an older stored state lacks are ``null``.
     """
-    if previous is None or policy_state.episode < 2:
+    last_ts = before.last_alert_ts
+    if before.episode < 1 or last_ts is None:
         return None
-    last_ts = PolicyState.from_dict(previous["policy"]).last_alert_ts
-    if last_ts is None:
-        return None
+    rule = before.last_rule or INTENT_RULE
+    then = before.last_score
+    seen = [
+        (not signals.signals[name].high_intent, name)
+        for name, cell in signals.counts.items()
+        if cell[1] > last_ts
+    ]
+    active = [(p, c) for p, c in signals.people.items() if c[0] > last_ts]
+    active.sort(key=lambda pc: (-pc[1][1], -pc[1][0], pc[0]))
     return {
-        "alert_id": alert_id(account_id, INTENT_RULE, policy_state.episode - 1),
+        "alert_id": alert_id(account_id, rule, before.episode),
+        "rule": rule,
         "at": iso(last_ts),
         "hours": round((now - last_ts) / 3600, 1),
+        "intent_score": None
+        if then is None
+        else {"then": then, "now": round(score, 1), "change": round(score - then, 1)},
+        "stage": None
+        if stage is None and before.last_stage is None
+        else {"then": before.last_stage, "now": stage, "changed": stage != before.last_stage},
+        "new_signals": [signals.signals[name].phrase for _, name in sorted(seen)],
+        "new_topics": sorted(set(topics) - set(before.last_topics)),
+        "people": {
+            "then": before.last_people,
+            "now": people,
+            "active": [shown_person(p, show_emails=show_emails) for p, _ in active[:_ALERT_PEOPLE]],
+        },
     }
 
 

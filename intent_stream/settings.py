@@ -253,7 +253,50 @@ class Settings:
     )
     alert_cooldown: float = _opt(
         86400.0,
-        "Minimum event-time seconds between two alerts for one account.",
+        "Minimum event-time seconds between two alerts for one account, whatever rules fired "
+        "(rules firing in one record make one alert naming them all).",
+        group="alerts",
+    )
+    alert_rules: str = _opt(
+        "intent_threshold,stage_entry,topic_surge",
+        "Comma-separated alert rules in use: intent_threshold (score reaches alert_enter), "
+        "stage_entry (the account enters one of alert_stages), topic_surge (a topic surge "
+        "starts).",
+        group="alerts",
+    )
+    alert_stages: str = _opt(
+        "evaluation,purchase",
+        "Comma-separated journey stages whose entry alerts (rule stage_entry).",
+        group="alerts",
+    )
+    alert_weak_fit_points: float = _opt(
+        10.0,
+        "Points added to alert_enter for accounts whose fit band is weak (fit gating).",
+        group="alerts",
+    )
+    alert_weak_fit_min_score: float = _opt(
+        50.0,
+        "Intent score a weak-fit account needs for a stage_entry or topic_surge alert.",
+        group="alerts",
+    )
+    alert_routes: str = _opt(
+        "",
+        "Routing rules suggesting an alert's owner: ';'-separated 'CONDITIONS -> OWNER', "
+        "conditions '&'-separated on country, region, industry, employees, plan, fit_band "
+        "(e.g. 'region=EMEA & employees>=1000 -> emea-enterprise; industry=bank|finance -> "
+        "fs-team'); the first match wins.",
+        group="alerts",
+    )
+    alert_default_route: str = _opt(
+        "sales-{region}",
+        "Owner of alerts no routing rule matches; {region} becomes the account's region "
+        "from its country (na, latam, emea, apac or unknown).",
+        group="alerts",
+    )
+    alert_emails: str = _opt(
+        "hide",
+        "'hide' replaces person ids that are email addresses by a pseudonym in alerts; "
+        "'show' shows them (the engine keeps no other email of a person).",
         group="alerts",
     )
     intent_horizon_days: float = _opt(
@@ -443,6 +486,7 @@ def _validate(s: Settings) -> Iterator[str]:
             f"need 0 <= {env_name('alert_exit')} <= {env_name('alert_enter')} <= 100 "
             f"(got exit={s.alert_exit}, enter={s.alert_enter})"
         )
+    yield from _validate_alerts(s)
     if s.intent_horizon_days <= 0:
         yield f"{env_name('intent_horizon_days')} must be positive (got {s.intent_horizon_days})"
     if s.label_snapshots < 1:
@@ -477,6 +521,32 @@ def _validate(s: Settings) -> Iterator[str]:
         yield "the raw, event, alert, dead-letter and identity topics must have different names"
     if s.transitions_topic in {*topics, s.alerts_dlq_topic}:
         yield f"{env_name('transitions_topic')} must differ from every other topic"
+
+
+#: The alert rules (intent_stream.scoring.policy.RULES, not imported: it loads River).
+_ALERT_RULES = ("intent_threshold", "stage_entry", "topic_surge")
+
+
+def _validate_alerts(s: Settings) -> Iterator[str]:
+    rules = {r.strip() for r in s.alert_rules.split(",") if r.strip()}
+    if not rules <= set(_ALERT_RULES):
+        yield (
+            f"{env_name('alert_rules')} must list rules among {', '.join(_ALERT_RULES)} "
+            f"(got {s.alert_rules!r})"
+        )
+    if s.alert_weak_fit_points < 0:
+        yield f"{env_name('alert_weak_fit_points')} must be 0 or more"
+    if not 0 <= s.alert_weak_fit_min_score <= 100:
+        yield f"{env_name('alert_weak_fit_min_score')} must be between 0 and 100"
+    if s.alert_emails not in ("hide", "show"):
+        yield f"{env_name('alert_emails')} must be 'hide' or 'show' (got {s.alert_emails!r})"
+    if s.alert_routes.strip():
+        from intent_stream.scoring.policy import AlertRouter, RouteError
+
+        try:
+            AlertRouter(s.alert_routes)
+        except RouteError as exc:
+            yield f"{env_name('alert_routes')}: cannot parse {exc}"
 
 
 def _validate_forwarding(s: Settings) -> Iterator[str]:

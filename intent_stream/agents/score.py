@@ -237,8 +237,12 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
             topic="alerts",
             on_delivered=delivered,
         )
-        metrics.alerts_published.labels(rule="intent_threshold").inc()
-        logger.info("alert %s for account %s", alert.alert_id, alert.account_id)
+        metrics.alerts_published.labels(rule=alert.rule).inc()
+        if alert.interval is not None:
+            metrics.alert_interval.observe(max(0.0, alert.interval))
+        logger.info("alert %s (%s) for account %s", alert.alert_id, alert.rule, alert.account_id)
+    for (rule, outcome), n in result.alert_triggers.items():
+        metrics.alert_triggers.labels(rule=rule, outcome=outcome).inc(n)
     await _publish_transitions(engine, result)
     await send_dead_letters(engine, result.dead_letters, message)
     for kind, n in result.applied.items():

@@ -148,18 +148,36 @@ def _score(alert: Mapping[str, Any]) -> str:
 
 
 def human_line(received: ReceivedAlert) -> str:
-    """One line for people: event time, account, score, reasons.
+    """One line for people: event time, account, score, rules, stage, owner, reasons.
+
+    Parts an alert lacks (alerts written before they existed) are left out.
 
     >>> r = ReceivedAlert({"account_id": "acme.com", "intent_score": 83.44,
     ...                    "reasons": ["requested a demo", "viewed pricing"]},
     ...                   {"id": "a1", "time": "2026-11-20T10:11:40.000Z"})
     >>> print(human_line(r))  # doctest: +NORMALIZE_WHITESPACE
     2026-11-20T10:11:40.000Z  acme.com  83.4  requested a demo; viewed pricing
+    >>> r.alert.update(rules=["intent_threshold", "stage_entry"], stage="evaluation",
+    ...                previous_stage="consideration", route={"owner": "sales-emea"})
+    >>> print(human_line(r))  # doctest: +NORMALIZE_WHITESPACE
+    2026-11-20T10:11:40.000Z  acme.com  83.4  [intent threshold + stage entry]
+    consideration->evaluation  owner sales-emea  requested a demo; viewed pricing
     """
     alert = received.alert
     reasons = _reasons(alert.get("reasons"))
     when = received.attributes.get("time", "")
-    return f"{when:24}  {received.account_id:28}  {_score(alert)}  {'; '.join(reasons) or '-'}"
+    parts = [f"{when:24}", f"{received.account_id:28}", _score(alert)]
+    rules = alert.get("rules")
+    if isinstance(rules, list) and rules:
+        parts.append("[" + " + ".join(str(r).replace("_", " ") for r in rules) + "]")
+    stage, before = alert.get("stage"), alert.get("previous_stage")
+    if isinstance(stage, str):
+        parts.append(f"{before}->{stage}" if isinstance(before, str) else stage)
+    route = alert.get("route")
+    if isinstance(route, dict) and route.get("owner"):
+        parts.append(f"owner {route['owner']}")
+    parts.append("; ".join(reasons) or "-")
+    return "  ".join(parts)
 
 
 def _reasons(value: Any) -> Sequence[str]:

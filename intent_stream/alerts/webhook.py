@@ -51,6 +51,7 @@ Verdict = Literal["delivered", "retry", "dead_letter"]
 #: Statuses that mean "not now" rather than "never": request timeout and rate limiting.
 _RETRY_4XX = frozenset({408, 429})
 _MAX_REASONS = 10
+_MAX_LIST = 5
 _DETAIL_CHARS = 200
 
 
@@ -173,8 +174,85 @@ def _since_last(alert: Mapping[str, Any]) -> str:
     return f"{ago} the previous alert ({since.get('at', '?')})"
 
 
+def _news(alert: Mapping[str, Any]) -> list[str]:
+    """What changed since the account's previous alert, one line per kind of change."""
+    since = alert.get("since_last_alert")
+    if not isinstance(since, dict):
+        return []
+    out: list[str] = []
+    score = since.get("intent_score")
+    if isinstance(score, dict) and isinstance(score.get("change"), int | float):
+        out.append(f"intent score {score['then']:g} → {score['now']:g} ({score['change']:+.1f})")
+    stage = since.get("stage")
+    if isinstance(stage, dict) and stage.get("changed"):
+        out.append(f"stage {stage.get('then') or 'none'} → {stage.get('now') or 'none'}")
+    signals = since.get("new_signals")
+    if isinstance(signals, list) and signals:
+        out.append("since then: " + ", ".join(str(s) for s in signals[:6]))
+    topics = since.get("new_topics")
+    if isinstance(topics, list) and topics:
+        out.append("newly surging topics: " + ", ".join(str(t) for t in topics))
+    people = since.get("people")
+    if isinstance(people, dict) and isinstance(people.get("now"), int):
+        then = people.get("then")
+        size = f"{then} → {people['now']}" if isinstance(then, int) else str(people["now"])
+        active = people.get("active") or []
+        who = f"; active since: {', '.join(str(p) for p in active)}" if active else ""
+        out.append(f"people engaged {size}{who}")
+    return out
+
+
+def _people(alert: Mapping[str, Any]) -> list[str]:
+    people = alert.get("people")
+    if not isinstance(people, list):
+        return []
+    out = []
+    for person in people[:_MAX_LIST]:
+        if not isinstance(person, dict):
+            continue
+        role = person.get("role") or ("senior" if person.get("senior") else "")
+        senior = " (senior)" if person.get("senior") and person.get("role") else ""
+        label = f"{person.get('id', '?')}" + (f": {role}{senior}" if role else "")
+        out.append(f"{label}, last active {str(person.get('last_seen', '?'))[:16]}")
+    return out
+
+
+def _activities(alert: Mapping[str, Any]) -> list[str]:
+    items = alert.get("activities")
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items[:_MAX_LIST]:
+        if isinstance(item, dict):
+            who = f" ({item['person']})" if item.get("person") else ""
+            out.append(f"{str(item.get('at', '?'))[:16]} {item.get('text', item.get('type'))}{who}")
+    return out
+
+
+def _stage(alert: Mapping[str, Any]) -> str | None:
+    stage, before = alert.get("stage"), alert.get("previous_stage")
+    if not isinstance(stage, str):
+        return None
+    return f"{before} → {stage}" if isinstance(before, str) else stage
+
+
+def _owner(alert: Mapping[str, Any]) -> str | None:
+    route = alert.get("route")
+    if not isinstance(route, dict) or not route.get("owner"):
+        return None
+    how = "default for the region" if route.get("matched") == "default" else route.get("matched")
+    return f"{route['owner']} ({how})" if how else str(route["owner"])
+
+
+def _bullets(title: str, lines: list[str]) -> dict[str, Any]:
+    text = _clip(f"*{title}*\n" + "\n".join(f"• {_mrkdwn(line)}" for line in lines), 3000)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
 def slack_message(received: ReceivedAlert) -> dict[str, Any]:
     """A Slack incoming-webhook message (``text`` fallback plus Block Kit ``blocks``).
+
+    Fields an alert lacks (alerts written before they existed) are left out.
 
     >>> r = ReceivedAlert({"account_id": "acme.com", "intent_score": 83.4, "threshold": 70.0,
     ...                    "rule": "intent_threshold", "reasons": ["requested a demo"]},
@@ -184,6 +262,14 @@ def slack_message(received: ReceivedAlert) -> dict[str, Any]:
     'Hot lead: acme.com, intent score 83.4 (threshold 70)'
     >>> [b["type"] for b in m["blocks"]]
     ['header', 'section', 'section', 'context']
+    >>> r.alert.update(triggers=["entered evaluation (requested a demo)"], stage="evaluation",
+    ...                route={"owner": "sales-emea", "matched": "default"},
+    ...                people=[{"id": "u-1", "role": "VP Sales", "senior": True}])
+    >>> m = slack_message(r)
+    >>> m["text"]
+    'Hot lead: acme.com, intent score 83.4 (threshold 70): entered evaluation (requested a demo)'
+    >>> len(m["blocks"]), m["blocks"][1]["fields"][-1]["text"].splitlines()
+    (6, ['*Owner*', 'sales-emea (default for the region)'])
     """
     alert = received.alert
     account = received.account_id
@@ -191,30 +277,48 @@ def slack_message(received: ReceivedAlert) -> dict[str, Any]:
     score_text = f"{score:.1f}" if isinstance(score, int | float) else "?"
     threshold = alert.get("threshold")
     limit = f" (threshold {threshold:g})" if isinstance(threshold, int | float) else ""
-    rule = str(alert.get("rule") or "alert").replace("_", " ")
+    rules = alert.get("rules")
+    if not isinstance(rules, list) or not rules:
+        rules = [alert.get("rule") or "alert"]
+    rule = ", ".join(str(r).replace("_", " ") for r in rules)
+    triggers = [str(t) for t in alert.get("triggers") or [] if t][:_MAX_LIST]
     reasons = [r for r in _reasons(alert.get("reasons")) if r][:_MAX_REASONS]
+    fields = [
+        f"*Account*\n{_mrkdwn(_clip(account, 200))}",
+        f"*Intent score*\n{score_text} / 100{limit}",
+        f"*Rule*\n{_mrkdwn(rule)}",
+        f"*What is new*\n{_mrkdwn(_since_last(alert))}",
+    ]
+    fit = alert.get("fit_score")
+    if isinstance(fit, int | float):
+        fields.append(f"*Fit*\n{fit:.1f} ({_mrkdwn(str(alert.get('fit_band', '?')))})")
+    stage = _stage(alert)
+    if stage is not None:
+        fields.append(f"*Stage*\n{_mrkdwn(_clip(stage, 200))}")
+    owner = _owner(alert)
+    if owner is not None:
+        fields.append(f"*Owner*\n{_mrkdwn(_clip(owner, 300))}")
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
             "text": {"type": "plain_text", "text": _clip(f"Hot lead: {account}", 150)},
         },
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": f"*Account*\n{_mrkdwn(_clip(account, 200))}"},
-                {"type": "mrkdwn", "text": f"*Intent score*\n{score_text} / 100{limit}"},
-                {"type": "mrkdwn", "text": f"*Rule*\n{_mrkdwn(rule)}"},
-                {"type": "mrkdwn", "text": f"*What is new*\n{_mrkdwn(_since_last(alert))}"},
-            ],
-        },
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
-    if reasons:
-        bullets = "\n".join(f"• {_mrkdwn(r)}" for r in reasons)
-        why = _clip(f"*Why*\n{bullets}", 3000)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why}})
+    for title, lines in (
+        ("Why now", triggers),
+        ("Since the last alert", _news(alert)),
+        ("Why", reasons),
+        ("People", _people(alert)),
+        ("Key activities", _activities(alert)),
+    ):
+        if lines:
+            blocks.append(_bullets(title, lines))
     footer = f"event time {received.attributes.get('time', '?')} · alert {received.alert_id}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _mrkdwn(footer)}]})
-    return {"text": f"Hot lead: {account}, intent score {score_text}{limit}", "blocks": blocks}
+    why_now = f": {triggers[0]}" if triggers else ""
+    text = f"Hot lead: {account}, intent score {score_text}{limit}{why_now}"
+    return {"text": _clip(text, 3000), "blocks": blocks}
 
 
 def webhook_body(received: ReceivedAlert, fmt: Format) -> tuple[bytes, str]:

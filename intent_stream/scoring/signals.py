@@ -24,6 +24,7 @@ __all__ = [
     "FEATURES",
     "FIT_TRAITS",
     "HIGH_INTENT",
+    "KEY_ACTIVITIES",
     "OUTCOMES",
     "AccountSignals",
     "SignalSpec",
@@ -34,6 +35,7 @@ __all__ = [
 
 DAY = 86400.0
 _MAX_PEOPLE = 16
+_MAX_ROLE_LENGTH = 24
 _SENIOR = frozenset({"c_level", "vp", "director", "owner", "partner", "head"})
 
 
@@ -64,6 +66,8 @@ DEFAULT_SIGNALS: Mapping[str, SignalSpec] = {
 }
 
 HIGH_INTENT = frozenset(name for name, spec in DEFAULT_SIGNALS.items() if spec.high_intent)
+#: Signals an alert lists as key activities (the last time each happened, from ``counts``).
+KEY_ACTIVITIES = HIGH_INTENT | {"webinar", "content_download"}
 
 #: Every feature :meth:`AccountSignals.features` can produce, in a fixed order (delayed-label
 #: snapshots store values in this order).
@@ -229,7 +233,7 @@ class AccountSignals:
         self._rates = _rates(signals)
         self.topics: dict[str, list[Any]] = {}  # topic -> [recent, baseline, ts, surging]
         self.counts: dict[str, list[float]] = {}  # signal -> [decayed value, at ts]
-        self.people: dict[str, list[Any]] = {}  # person -> [last ts, senior (0/1)]
+        self.people: dict[str, list[Any]] = {}  # person -> [last ts, senior (0/1)[, role]]
         self.days: dict[int, int] = {}  # day number -> events that day (last 28 days)
         self.first_seen: float | None = None
         self.last_seen: float | None = None
@@ -273,7 +277,7 @@ class AccountSignals:
     ) -> None:
         """Record an identified person (identify traits) for the committee's breadth."""
         senior = None if seniority is None else seniority.lower() in _SENIOR
-        self._person(person_id, ts, senior=senior)
+        self._person(person_id, ts, senior=senior, role=role)
 
     def _seen(self, ts: float) -> None:
         self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
@@ -285,10 +289,12 @@ class AccountSignals:
             for old in [d for d in self.days if d <= newest - 28]:
                 del self.days[old]
 
-    def _person(self, person_id: str, ts: float, *, senior: bool | None) -> None:
+    def _person(
+        self, person_id: str, ts: float, *, senior: bool | None, role: str | None = None
+    ) -> None:
         cell = self.people.get(person_id)
         if cell is None:
-            self.people[person_id] = [ts, int(bool(senior))]
+            cell = self.people[person_id] = [ts, int(bool(senior))]
             if len(self.people) > _MAX_PEOPLE:
                 oldest = min(self.people, key=lambda p: self.people[p][0])
                 del self.people[oldest]
@@ -296,6 +302,10 @@ class AccountSignals:
             cell[0] = max(cell[0], ts)
             if senior is not None:
                 cell[1] = int(senior)
+        if role is not None:
+            role = " ".join(role.split())[:_MAX_ROLE_LENGTH]
+            if role:  # the role is kept as the cell's third item, only when known
+                cell[2:] = [role]
 
     def forget_person(self, person_id: str) -> bool:
         """Remove a person from the committee (a privacy request); return whether it was there.
@@ -337,7 +347,7 @@ class AccountSignals:
         """JSON-compatible state (the signal specs are configuration, not state)."""
         out: dict[str, Any] = {
             "c": {k: [round(v, 4), t] for k, (v, t) in self.counts.items()},
-            "p": {k: [t, s] for k, (t, s) in self.people.items()},
+            "p": {k: list(v) for k, v in self.people.items()},
             "d": {str(d): n for d, n in self.days.items()},
             "f": self.first_seen,
             "l": self.last_seen,

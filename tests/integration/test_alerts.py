@@ -441,3 +441,115 @@ def test_replaying_the_input_into_a_fresh_worker_gives_the_same_alert_ids_posted
     assert replayed.deliveries("delivered") == 0
     assert hook.delivered() == Counter(dict.fromkeys(ids, 1))
     assert len(hook.requests) == 3
+
+
+def _event(account: str, t: float, person: str, **fields: Any) -> dict[str, Any]:
+    from intent_stream.pipeline import iso
+
+    base = {"userId": person, "timestamp": iso(T0_ALERTS + t), "context": {"groupId": account}}
+    return {**base, **fields}
+
+
+T0_ALERTS = 1_787_000_000.0  # Aug 2026: the surge history below ends before the test runs
+DAY = 86400.0
+
+
+def test_stage_entry_and_surge_alerts_arrive_with_the_sales_payload_and_are_posted(
+    alert_settings, start_worker, producer, endpoints, webhooks, start_forwarder
+):
+    from jsonschema import Draft202012Validator
+
+    from intent_stream.schemas import load_schema
+
+    hook = webhooks()
+    settings = alert_settings.replace(
+        webhook=hook.url, alert_routes="region=EMEA & employees>=1000 -> emea-enterprise"
+    )
+    worker = start_worker(settings)
+    staged, surging = _accounts(2)
+    # One account fills in the contact form: it enters evaluation with a modest intent score.
+    form = [
+        _event(staged, 0, "vp-1", type="group", groupId=staged,
+               traits={"country": "DE", "employees": 5000}),
+        _event(staged, 1, "vp-1", type="identify",
+               traits={"role": "VP Engineering", "seniority": "vp"}),
+        _event(staged, 2, "vp-1", type="page", properties={"path": "/blog/a"}),
+    ]  # fmt: skip
+    records = [form, [_event(staged, 100, "vp-1", type="track", event="Form Submitted")]]
+    # Another reads about one topic evenly for 12 weeks, then in a burst: a surge starts.
+    topic = {"path": "/blog/a", "topic": "Security"}
+    records += [
+        [_event(surging, d * DAY, "dev-1", type="page", properties=topic)] for d in range(0, 84, 4)
+    ]
+    records.append(
+        [
+            _event(surging, (85 + i / 4) * DAY, "dev-1", type="page", properties=topic)
+            for i in range(12)
+        ]
+    )
+    for events in records:
+        key = events[0]["context"]["groupId"].encode()
+        producer.send(settings.events_topic, key=key, value=orjson.dumps(events))
+    producer.flush()
+
+    on_topic = read_topic(endpoints, settings.alerts_topic, count=2, timeout=90)
+    alerts = {orjson.loads(r.value)["account_id"]: (orjson.loads(r.value), r) for r in on_topic}
+    assert set(alerts) == {staged, surging}
+    schema = Draft202012Validator(load_schema("sales-alert.v1.json"))
+    for alert, record in alerts.values():
+        assert not list(schema.iter_errors(alert))
+        headers = dict(record.headers)
+        assert headers["ce_type"].decode() == f"io.intent-stream.alert.{alert['rule']}"
+        assert headers["ce_id"].decode() == alert["alert_id"]
+        assert record.key == alert["account_id"].encode()
+
+    stage_alert = alerts[staged][0]
+    assert stage_alert["rules"] == ["stage_entry"]
+    assert stage_alert["alert_id"] == alert_id(staged, "stage_entry", 1)
+    assert stage_alert["intent_score"] < settings.alert_enter
+    assert (stage_alert["previous_stage"], stage_alert["stage"]) == ("awareness", "evaluation")
+    assert stage_alert["route"] == {
+        "owner": "emea-enterprise",
+        "matched": "region=EMEA & employees>=1000",
+        "region": "EMEA",
+    }
+    assert stage_alert["people"][0]["id"] == "vp-1"
+    assert stage_alert["people"][0]["role"] == "VP Engineering"
+    assert stage_alert["people"][0]["senior"] is True
+    assert [a["type"] for a in stage_alert["activities"]] == ["form_submit"]
+
+    surge_alert = alerts[surging][0]
+    assert surge_alert["rules"] == ["topic_surge"]
+    assert surge_alert["alert_id"] == alert_id(surging, "topic_surge", 1)
+    assert surge_alert["topics"][0]["topic"] == "security"
+    assert surge_alert["topics"][0]["new"] is True
+    assert surge_alert["route"]["owner"] == "sales-unknown"  # no country: no region
+
+    def counted() -> dict[str, float] | None:
+        values = _samples(worker.metrics())
+        key = 'intent_stream_alerts_published_total{rule="topic_surge"}'
+        return values if values.get(key) == 1.0 else None
+
+    values = wait_until(counted, timeout=30, what="the alert metrics")
+    assert values['intent_stream_alerts_published_total{rule="stage_entry"}'] == 1.0
+    assert values['intent_stream_alerts_published_total{rule="intent_threshold"}'] == 0.0
+    triggers = 'intent_stream_alert_triggers_total{outcome="alerted",rule="%s"}'
+    assert values[triggers % "stage_entry"] == 1.0
+    assert values[triggers % "topic_surge"] == 1.0
+
+    # The Slack message says why now, the stage, the owner and who is engaged.
+    forwarder = start_forwarder(settings, group=f"{settings.app_id}-fwd")
+    wait_until(lambda: forwarder.deliveries("delivered") == 2, timeout=60, what="2 deliveries")
+    by_id = {r.headers["Idempotency-Key"]: r.body for r in hook.requests}
+    blob = orjson.dumps(by_id[stage_alert["alert_id"]]).decode()
+    for text in (
+        "entered evaluation",
+        "awareness → evaluation",
+        "emea-enterprise",
+        "VP Engineering",
+    ):
+        assert text in blob, text
+    assert (
+        "surge of interest in security started"
+        in orjson.dumps(by_id[surge_alert["alert_id"]]).decode()
+    )

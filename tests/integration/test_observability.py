@@ -271,7 +271,7 @@ def test_dashboards_and_rules_evaluate_on_a_scraped_worker(
     producer.send(topic, key=hot.encode(), value=orjson.dumps(_events(hot, now)))
     producer.send(topic, key=crm.encode(), value=orjson.dumps(_outcomes(crm, now)))
     send_noise()
-    read_topic(endpoints, settings.alerts_topic, count=1, timeout=60)
+    read_topic(endpoints, settings.alerts_topic, count=2, timeout=60)
 
     def processed(records: int, dead: int) -> bool:
         text = worker.metrics()
@@ -328,7 +328,10 @@ def test_dashboards_and_rules_evaluate_on_a_scraped_worker(
     assert set(no_data) <= set(NO_DATA_IN_A_SHORT_RUN), f"queries without data: {no_data}"
 
     # The figures the panels show are the ones the worker produced.
-    assert prom.values("sum(intent_stream_alerts_published_total)") == [1.0]
+    # The journey alerts once on the threshold (its entry into evaluation in the same alert);
+    # the CRM account alerts on entering purchase (its opportunity).
+    assert prom.values('intent_stream_alerts_published_total{rule="intent_threshold"}') == [1.0]
+    assert prom.values('intent_stream_alerts_published_total{rule="stage_entry"}') == [1.0]
     # The opportunity labels two snapshots positive, Deal Lost one negative (see _outcomes).
     assert prom.values('intent_stream_model_labels{polarity="positive"}') == [2.0]
     assert prom.values('intent_stream_model_labels{polarity="negative"}') == [1.0]

@@ -55,3 +55,37 @@ def test_every_setting_is_documented_with_a_prefixed_variable():
     for f in setting_fields():
         assert f.metadata["help"].endswith(".")
         assert env_name(f.name).startswith("INTENT_STREAM_")
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"alert_rules": "intent_threshold,hunch"}, "INTENT_STREAM_ALERT_RULES"),
+        ({"alert_emails": "yes"}, "INTENT_STREAM_ALERT_EMAILS"),
+        ({"alert_weak_fit_points": -1.0}, "INTENT_STREAM_ALERT_WEAK_FIT_POINTS"),
+        ({"alert_weak_fit_min_score": 101.0}, "INTENT_STREAM_ALERT_WEAK_FIT_MIN_SCORE"),
+        ({"alert_routes": "region=EMEA emea-team"}, "INTENT_STREAM_ALERT_ROUTES"),
+    ],
+)
+def test_alert_settings_are_validated(changes, variable):
+    with pytest.raises(SettingsError, match=variable):
+        Settings(**changes)
+
+
+def test_alert_settings_build_the_policy():
+    from intent_stream.alerts.config import alert_policy
+
+    env = {
+        "INTENT_STREAM_ALERT_RULES": "stage_entry, topic_surge",
+        "INTENT_STREAM_ALERT_STAGES": "purchase",
+        "INTENT_STREAM_ALERT_WEAK_FIT_POINTS": "5",
+        "INTENT_STREAM_ALERT_ROUTES": "country=FR -> paris",
+        "INTENT_STREAM_ALERT_EMAILS": "show",
+    }
+    policy = alert_policy(Settings.from_env(env))
+    assert policy.rules == ("stage_entry", "topic_surge")
+    assert policy.stages == ("purchase",)
+    assert policy.threshold("weak") == 75.0
+    assert policy.router.route({"country": "fr"}).owner == "paris"
+    assert policy.show_emails is True
+    assert alert_policy(Settings()).show_emails is False
