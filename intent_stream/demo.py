@@ -107,10 +107,15 @@ def _produce(
 
 
 def _format_alert(alert: dict[str, Any]) -> str:
+    """One demo line: account, score, the rules that fired, stage, owner, reasons."""
     reasons = "; ".join(alert.get("reasons", [])) or "rising intent"
+    rules = "+".join(alert.get("rules") or [alert.get("rule", "intent_threshold")])
+    stage = f" stage {alert['stage']}" if alert.get("stage") else ""
+    route = alert.get("route") or {}
+    owner = f" -> {route['owner']}" if route.get("owner") else ""
     return (
         f"\033[1mHOT LEAD\033[0m {alert['account_id']:<28} score {alert['intent_score']:5.1f}"
-        f"  ({alert['event_time'][:10]})  {reasons}"
+        f"  [{rules}]{stage}{owner}  ({alert['event_time'][:10]})  {reasons}"
     )
 
 
