@@ -16,7 +16,8 @@ def test_the_hot_lead_line_names_rules_stage_owner_and_reasons():
             "reasons": ["3 people viewed pricing", "demo requested"],
         }
     )
-    assert "acme.com" in line and "81.2" in line
+    assert "acme.com" in line
+    assert "81.2" in line
     assert "[stage_entry+topic_surge] stage evaluation -> sales-emea" in line
     assert "(2026-11-22)  3 people viewed pricing; demo requested" in line
 
@@ -25,4 +26,5 @@ def test_an_alert_from_an_older_engine_still_formats():
     line = _format_alert(
         {"account_id": "a.io", "intent_score": 70.0, "event_time": "2026-01-01T00:00:00Z"}
     )
-    assert "[intent_threshold]" in line and "rising intent" in line
+    assert "[intent_threshold]" in line
+    assert "rising intent" in line
