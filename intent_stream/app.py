@@ -178,6 +178,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         stream_recovery_delay=0.5,
         web_enabled=True,
         web_bind=settings.web_host,

@@ -172,6 +172,12 @@ class Settings:
     producer_linger_ms: int = _opt(
         10, "Producer linger in ms: batches changelog and alert writes.", group="worker"
     )
+    producer_max_batch_bytes: int = _opt(
+        524_288,
+        "Most bytes a worker's producer puts in one batch per partition (Faust's default is "
+        "16 KiB; forwarded event batches are larger, and a full batch makes every send wait).",
+        group="worker",
+    )
     fetch_max_wait_ms: int = _opt(
         20,
         "Longest a worker's fetch request waits on the broker for new records, in ms (Faust "

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from intent_stream.agents.sinks import observe_send, send_dead_letters
+from intent_stream.agents.sinks import observe_send, produce, send_dead_letters
 from intent_stream.identity import IdentityEdge
 from intent_stream.pipeline import DeadLetter
 from intent_stream.privacy import ForgetRequest, forget_pending, is_forget
@@ -80,12 +80,14 @@ def register(engine: Engine) -> None:
 
 
 async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
-    metrics, topics = engine.metrics, engine.topics
+    metrics, settings = engine.metrics, engine.settings
     src = [message.partition, message.offset]
     for partition, events in result.forwards.items():
         key = events[0]["context"]["groupId"]
         await observe_send(
-            topics.events.send(
+            produce(
+                engine,
+                settings.events_topic,
                 key=key.encode(),
                 value=orjson.dumps({"src": src, "batch": events}),
                 partition=partition,
@@ -94,10 +96,10 @@ async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
             topic="events",
         )
         metrics.ingest_forwarded.inc()
-    graph, prefix = engine.ingest.graph, engine.settings.redis_prefix
+    graph, prefix = engine.ingest.graph, settings.redis_prefix
     for edge in result.edges:
         await observe_send(
-            topics.identity.send(key=edge.key.encode(), value=edge.to_bytes()),
+            produce(engine, settings.identity_topic, key=edge.key.encode(), value=edge.to_bytes()),
             metrics=metrics,
             topic="identity",
         )
