@@ -10,6 +10,12 @@ the changelog gets those bytes as they are (``raw`` serializer), and callers sti
 Values written by an earlier version (Faust's ``json`` serializer) are the same JSON text, so
 an existing changelog recovers into a ``JsonTable`` as it is.
 
+Each value is a right-sized copy of what ``orjson.dumps`` returns (:func:`json_bytes`). orjson
+(3.12 and later) hands back a bytes object whose allocation is its whole serialization
+buffer, rounded up to a power of two and never shrunk: measured with orjson 3.13, a 700-byte
+document held 8 KiB, and a worker's RSS grew ~4.3 KB per account for ~760-byte states. A
+value that lives as long as its account must not keep that buffer.
+
 >>> t = JsonTable({})
 >>> t["acme.com"] = {"events": 2, "score": 41.5}
 >>> t.raw["acme.com"]
@@ -26,7 +32,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonTable", "stage_of"]
+__all__ = ["JsonTable", "json_bytes", "stage_of"]
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value``'s orjson bytes in an allocation of their own size, to be kept for long.
+
+    ``orjson.dumps`` returns its whole (power-of-two) buffer; joining with ``b""`` copies the
+    bytes into an exact-size object (cheaper than ``bytes(memoryview(...))``).
+
+    >>> json_bytes({"a": [1, 2.5]})
+    b'{"a":[1,2.5]}'
+    """
+    return b"".join((orjson.dumps(value), b""))
 
 
 class JsonTable(MutableMapping[str, Any]):
@@ -43,7 +61,7 @@ class JsonTable(MutableMapping[str, Any]):
         return default if value is None else orjson.loads(value)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.raw[key] = orjson.dumps(value)
+        self.raw[key] = json_bytes(value)
 
     def __delitem__(self, key: str) -> None:
         del self.raw[key]
