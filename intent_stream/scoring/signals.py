@@ -90,6 +90,26 @@ FIT_TRAITS: Mapping[str, tuple[str, ...]] = {
     "plan": ("plan",),
 }
 _MAX_TRAIT_LENGTH = 64
+
+#: Stored state names the default signals by these codes (their position here, which never
+#: changes: new signals are appended). Other signal names are stored as they are.
+_SIGNAL_CODES: tuple[str, ...] = (
+    "page_view",
+    "content_view",
+    "product_view",
+    "pricing_view",
+    "comparison_view",
+    "content_download",
+    "webinar",
+    "email_open",
+    "email_click",
+    "form_submit",
+    "demo_request",
+    "trial_start",
+    "product_usage",
+)
+_CODE = {name: str(i) for i, name in enumerate(_SIGNAL_CODES)}
+_NAME = {code: name for name, code in _CODE.items()}
 _DEFAULT_SURGE = TopicSurge()
 
 OUTCOMES: Mapping[str, str] = {
@@ -208,6 +228,38 @@ def classify(event: Mapping[str, Any]) -> str | None:
 
 
 _RATES: dict[int, tuple[Mapping[str, SignalSpec], dict[str, float]]] = {}
+
+
+def _dense_days(days: Mapping[int, int]) -> list[int]:
+    """Events per day as ``[first day, n, n, ...]`` (every day up to the last, zeros too).
+
+    Only the 28 days up to the newest are kept: velocity reads no older day (it reads the 28
+    days before the time it is asked for, never earlier than the newest event).
+
+    >>> _dense_days({20504: 2, 20507: 1}), _dense_days({})
+    ([20504, 2, 0, 0, 1], [])
+    >>> len(_dense_days({1: 1, 100: 1}))
+    29
+    """
+    if not days:
+        return []
+    last = max(days)
+    first = max(min(days), last - 27)
+    return [first, *(days.get(d, 0) for d in range(first, last + 1))]
+
+
+def _sparse_days(data: Any) -> dict[int, int]:
+    """The day -> events mapping from :func:`_dense_days` output or the earlier dict layout.
+
+    >>> _sparse_days([20504, 2, 0, 0, 1]), _sparse_days({"20504": 2})
+    ({20504: 2, 20507: 1}, {20504: 2})
+    """
+    if isinstance(data, dict):
+        return {int(d): int(n) for d, n in data.items()}
+    if not data:
+        return {}
+    first = int(data[0])
+    return {first + i: int(n) for i, n in enumerate(data[1:]) if n}
 
 
 def _rates(signals: Mapping[str, SignalSpec]) -> dict[str, float]:
@@ -344,11 +396,24 @@ class AccountSignals:
         return x
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible state (the signal specs are configuration, not state)."""
+        """JSON-compatible state (the signal specs are configuration, not state).
+
+        Compact, as it is stored per account: default signals by a short code
+        (:data:`_SIGNAL_CODES`), event times of counts and people in whole seconds (rounded
+        down: a count's time only decays it, and comparing it with an alert's time must not
+        make an event look newer than it was), and the events per day as a dense run
+        ``[first day, n, n, ...]``.
+
+        >>> s = AccountSignals(); s.learn_one(signal="pricing_view", ts=86400.5, person_id="p")
+        >>> s.to_dict()
+        {'c': {'3': [1.0, 86400]}, 'p': {'p': [86400, 0]}, 'd': [1, 1], 'f': 86400.5, 'l': 86400.5}
+        """
         out: dict[str, Any] = {
-            "c": {k: [round(v, 4), t] for k, (v, t) in self.counts.items()},
-            "p": {k: list(v) for k, v in self.people.items()},
-            "d": {str(d): n for d, n in self.days.items()},
+            "c": {
+                _CODE.get(k, k): [round(v, 3), math.floor(t)] for k, (v, t) in self.counts.items()
+            },
+            "p": {k: [math.floor(v[0]), *v[1:]] for k, v in self.people.items()},
+            "d": _dense_days(self.days),
             "f": self.first_seen,
             "l": self.last_seen,
         }
@@ -371,12 +436,20 @@ class AccountSignals:
         >>> s = AccountSignals(); s.learn_one(signal="demo_request", ts=5.0, person_id="p")
         >>> AccountSignals.from_dict(s.to_dict()).features(5.0) == s.features(5.0)
         True
+
+        Layouts written before the compact one load too:
+
+        >>> old = {"c": {"demo_request": [1.0, 5.25]}, "p": {"p": [5.25, 0]}, "d": {"0": 1},
+        ...        "f": 5.25, "l": 5.25}
+        >>> AccountSignals.from_dict(old).to_dict()["c"], AccountSignals.from_dict(old).days
+        ({'10': [1.0, 5]}, {0: 1})
         """
         s = cls(signals=signals, surge=surge)
         s.topics = {k: list(v) for k, v in data.get("t", {}).items()}
-        s.counts = {k: list(v) for k, v in data["c"].items() if k in s._rates}
+        counts = ((_NAME.get(k, k), v) for k, v in data["c"].items())
+        s.counts = {k: list(v) for k, v in counts if k in s._rates}
         s.people = {k: list(v) for k, v in data["p"].items()}
-        s.days = {int(d): int(n) for d, n in data["d"].items()}
+        s.days = _sparse_days(data["d"])
         s.first_seen = data["f"]
         s.last_seen = data["l"]
         return s
