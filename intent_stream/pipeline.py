@@ -650,7 +650,7 @@ def _previous_stage(stage: Mapping[str, Any] | None) -> str | None:
     """The stage the account was in before its current one (from the stage history)."""
     if stage is None:
         return None
-    history = stage.get("h") or []
+    history = StageState.from_dict(stage).history
     if history and history[-1][1] == stage["s"]:
         return history[-1][0]  # type: ignore[no-any-return]
     return None

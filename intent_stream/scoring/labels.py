@@ -14,8 +14,10 @@ account keeps a few *snapshots* of its features in its own state, and:
 Snapshots are spaced ``horizon / snapshots`` apart (one per slot of event time in which the
 account was active; a later event in the same slot replaces the slot's snapshot, so each slot
 keeps the account's last state in it), so an account never holds more than ``snapshots + 1``
-of them. Each is stored as ``[ts, [values...]]`` in the order of ``features`` (two decimals, zeros
-trimmed): about 60-120 bytes of JSON.
+of them. Each is stored as ``[ts, [values...]]`` in the order of ``features``, in hundredths as
+whole numbers (``1.1`` is ``110``), trailing zeros trimmed: about 40-100 bytes of JSON.
+Snapshots stored before that (values as decimals) are still read: a list with any decimal in
+it is the earlier layout.
 
 The object is configuration; the per-account state is a plain list owned by the caller (it
 lives in the account's table value), so nothing is rebuilt per event.
@@ -25,7 +27,7 @@ lives in the account's table value), so nothing is rebuilt per event.
 >>> labels.observe(pending, {"pricing_view": 1.0986, "people": 2.0}, ts=0.0)
 >>> labels.observe(pending, {"pricing_view": 0.5}, ts=5 * 86400.0)
 >>> pending
-[[0, [1.1, 2.0]], [432000, [0.5]]]
+[[0, [110, 200]], [432000, [50]]]
 >>> labels.outcome(pending, ts=20 * 86400.0, positive=True)
 [({'pricing_view': 1.1, 'people': 2.0}, True), ({'pricing_view': 0.5}, True)]
 >>> labels.observe(pending, {"pricing_view": 0.1}, ts=21 * 86400.0)
@@ -81,27 +83,35 @@ class DelayedLabels:
         self._index = {name: i for i, name in enumerate(self.features)}
 
     # -- encoding ------------------------------------------------------------------------
-    def encode(self, x: Mapping[str, float]) -> list[float]:
-        """``x`` as values in :attr:`features` order, rounded, trailing zeros dropped.
+    def encode(self, x: Mapping[str, float]) -> list[int]:
+        """``x`` as values in :attr:`features` order, in hundredths, trailing zeros dropped.
 
         >>> DelayedLabels(features=("a", "b", "c")).encode({"b": 0.123456, "z": 9.0})
-        [0, 0.12]
+        [0, 12]
         """
-        values: list[float] = [0] * len(self.features)
+        values: list[int] = [0] * len(self.features)
         last = -1
         index = self._index
         for name, value in x.items():
             i = index.get(name)
             if i is not None and value:
-                values[i] = round(value, 2)
+                values[i] = round(value * 100)
                 last = max(last, i)
         del values[last + 1 :]
         return values
 
     def decode(self, values: Sequence[float]) -> dict[str, float]:
-        """The feature dict of stored ``values`` (zeros left out, as features omit them)."""
+        """The feature dict of stored ``values`` (zeros left out, as features omit them).
+
+        >>> labels = DelayedLabels(features=("a", "b", "c"))
+        >>> labels.decode([0, 12, -250])
+        {'b': 0.12, 'c': -2.5}
+        >>> labels.decode([0, 0.12, -2.5])  # written before values were whole hundredths
+        {'b': 0.12, 'c': -2.5}
+        """
         names = self.features
-        return {names[i]: float(v) for i, v in enumerate(values[: len(names)]) if v}
+        scale = 1.0 if any(isinstance(v, float) for v in values) else 100.0
+        return {names[i]: v / scale for i, v in enumerate(values[: len(names)]) if v}
 
     # -- the per-account list --------------------------------------------------------------
     def observe(self, pending: list[Any], x: Mapping[str, float], ts: float) -> None:

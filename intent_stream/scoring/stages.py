@@ -638,7 +638,8 @@ def default_stage_model() -> StageModel:
 class StageState:
     """An account's stage, compactly: what it is, since when, and what the models need.
 
-    ``history`` keeps the last few transitions as ``[from, to, at, reason, probability]``.
+    ``history`` keeps the last few transitions as ``[from, to, at, reason, probability]``;
+    :meth:`to_dict` stores an entry whose ``from`` is the previous entry's ``to`` without it.
     """
 
     stage: str
@@ -666,12 +667,12 @@ class StageState:
             "hu": self.hold_until,
             "u": self.usage,
             "e": self.tracked or None,
-            "x": self.advance,
-            "c": self.churn,
+            "x": _pack_snapshot(self.advance),
+            "c": _pack_snapshot(self.churn),
             "cp": self.churn_p,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
-        out["h"] = self.history
+        out["h"] = _pack_history(self.history)
         return out
 
     @classmethod
@@ -679,6 +680,11 @@ class StageState:
         """
         >>> s = StageState(stage="evaluation", since=5.0, seq=2)
         >>> s.history.append([None, "evaluation", 5.0, "demo", None])
+        >>> StageState.from_dict(s.to_dict()) == s
+        True
+        >>> s.advance = ["evaluation", 5.0, {"intent": 0.7, "velocity": 0.3, "demo": 1.1}]
+        >>> s.to_dict()["x"]
+        ['evaluation', 5, [0.7, 0, 0, 0.3], {'demo': 1.1}]
         >>> StageState.from_dict(s.to_dict()) == s
         True
         """
@@ -691,11 +697,94 @@ class StageState:
             hold_until=data.get("hu"),
             usage=list(data["u"]) if data.get("u") is not None else None,
             tracked={k: list(v) for k, v in (data.get("e") or {}).items()},
-            advance=data.get("x"),
-            churn=data.get("c"),
+            advance=_unpack_snapshot(data.get("x")),
+            churn=_unpack_snapshot(data.get("c")),
             churn_p=data.get("cp"),
-            history=[list(h) for h in data.get("h", [])],
+            history=_unpack_history(data.get("h", [])),
         )
+
+
+#: The evidence features (:meth:`Evidence.features`) a stored model snapshot keeps by
+#: position, in this order, which never changes (new ones are appended); tracked events'
+#: features follow in a mapping by name, as they depend on the stage config.
+_EVIDENCE: tuple[str, ...] = (
+    "intent",
+    "high_intent",
+    "people",
+    "velocity",
+    "usage",
+    "usage_trend",
+    "active_users",
+)
+_EVIDENCE_SET = frozenset(_EVIDENCE)
+
+
+def _pack_snapshot(snapshot: list[Any] | None) -> list[Any] | None:
+    """A ``[stage, t0, x]`` model snapshot as stored: ``x`` as values in :data:`_EVIDENCE`
+    order (trailing zeros dropped), then the other features by name if any; ``t0`` in whole
+    seconds (it is only compared with a horizon of days).
+
+    >>> _pack_snapshot(["awareness", 7.5, {"people": 1.1, "velocity": -0.2}])
+    ['awareness', 7, [0, 0, 1.1, -0.2]]
+    """
+    if snapshot is None:
+        return None
+    stage, t0, x = snapshot
+    values = [x.get(name, 0) for name in _EVIDENCE]
+    while values and not values[-1]:
+        values.pop()
+    extra = {k: v for k, v in x.items() if k not in _EVIDENCE_SET}
+    return [stage, math.floor(t0), values, *([extra] if extra else [])]
+
+
+def _unpack_snapshot(stored: list[Any] | None) -> list[Any] | None:
+    """The ``[stage, t0, x]`` snapshot from :func:`_pack_snapshot` output, or as stored before
+    it (``x`` a mapping).
+
+    >>> _unpack_snapshot(['awareness', 7, [0, 0, 1.1, -0.2], {'demo': 1.0}])
+    ['awareness', 7, {'people': 1.1, 'velocity': -0.2, 'demo': 1.0}]
+    >>> _unpack_snapshot(["awareness", 7.5, {"people": 1.1}])
+    ['awareness', 7.5, {'people': 1.1}]
+    """
+    if stored is None:
+        return None
+    stage, t0, x = stored[:3]
+    if isinstance(x, dict):
+        return [stage, t0, dict(x)]
+    features = {name: v for name, v in zip(_EVIDENCE, x, strict=False) if v}
+    if len(stored) > 3:
+        features.update(stored[3])
+    return [stage, t0, features]
+
+
+def _pack_history(history: list[list[Any]]) -> list[list[Any]]:
+    """Stage history as stored: an entry that starts where the previous one ended leaves out
+    its ``from`` (``[to, at, reason, probability]``).
+
+    >>> _pack_history([[None, "a", 1.0, "x", None], ["a", "b", 2.0, "y", 0.5]])
+    [[None, 'a', 1.0, 'x', None], ['b', 2.0, 'y', 0.5]]
+    """
+    out: list[list[Any]] = []
+    previous: Any = object()
+    for entry in history:
+        out.append(entry[1:] if entry[0] == previous else list(entry))
+        previous = entry[1]
+    return out
+
+
+def _unpack_history(stored: list[list[Any]]) -> list[list[Any]]:
+    """:func:`_pack_history` undone (entries stored whole, as before it, load as they are).
+
+    >>> _unpack_history([[None, "a", 1.0, "x", None], ["b", 2.0, "y", 0.5]])
+    [[None, 'a', 1.0, 'x', None], ['a', 'b', 2.0, 'y', 0.5]]
+    """
+    out: list[list[Any]] = []
+    for entry in stored:
+        if len(entry) == 4 and out:
+            out.append([out[-1][1], *entry])
+        else:
+            out.append(list(entry))
+    return out
 
 
 def transition_id(

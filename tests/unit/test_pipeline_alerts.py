@@ -20,7 +20,7 @@ from intent_stream.scoring import (
     IntentModel,
     alert_id,
 )
-from intent_stream.scoring.stages import StageMachine, default_stage_model
+from intent_stream.scoring.stages import StageMachine, StageState, default_stage_model
 from intent_stream.settings import Settings
 
 T0 = 1_795_000_000.0
@@ -151,7 +151,7 @@ def test_entering_evaluation_alerts_below_the_intent_threshold():
 
 
 def _reason(feed, account):
-    return feed.table[account]["stage"]["h"][-1][3]
+    return StageState.from_dict(feed.table[account]["stage"]).history[-1][3]
 
 
 def test_stages_not_configured_do_not_alert():
