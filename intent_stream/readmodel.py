@@ -3,7 +3,10 @@
 The scoring agent never waits on Redis. It hands changed accounts to :class:`RedisReadModel`,
 which keeps only the newest snapshot per account and writes them in one pipeline per flush. If
 Redis is down, the snapshots stay pending (newer ones replace older ones) and the next flush
-retries with back-off, so an outage delays the read model and loses nothing.
+retries with back-off, so an outage delays the read model and loses nothing. A flush that
+fails keeps what it rendered (each account's JSON, ~1 KB) instead of the live views it rendered
+them from (~3 KB of Python objects an account): during a long outage every changed account
+waits in memory, and the retries do not render them again.
 
 Keys (``prefix`` defaults to ``intent:``):
 
@@ -28,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from intent_stream.metrics import Metrics
+from intent_stream.tables import json_bytes
 
 __all__ = [
     "RedisReadModel",
@@ -125,13 +129,15 @@ class RedisReadModel:
         self.max_backoff = max_backoff
         self.clock = clock
         self._pending: dict[str, Any] = {}
+        # Snapshots a failed flush rendered: account id -> (JSON, intent score).
+        self._rendered: dict[str, tuple[bytes, float]] = {}
         self._values: dict[str, bytes | None] = {}
         self._failures = 0
         self._retry_at = 0.0
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._values)
+        return len(self._pending) + len(self._rendered) + len(self._values)
 
     def put(self, key: str, value: bytes | None) -> None:
         """Queue a plain key write (None deletes it), flushed with the account snapshots."""
@@ -140,13 +146,17 @@ class RedisReadModel:
     def update(self, snapshots: Mapping[str, Any]) -> None:
         """Queue the newest views of changed accounts (rendered by ``render`` when written)."""
         self._pending.update(snapshots)
-        self.metrics.redis_pending.set(len(self._pending))
+        if self._rendered:  # a newer view replaces what a failed flush rendered
+            for account_id in snapshots:
+                self._rendered.pop(account_id, None)
+        self.metrics.redis_pending.set(self.pending)
 
     async def flush(self) -> int:
         """Write pending snapshots; return how many were written (0 while backing off)."""
-        if not (self._pending or self._values) or self.clock() < self._retry_at:
+        if not (self._pending or self._rendered or self._values) or self.clock() < self._retry_at:
             return 0
         batch, self._pending = self._pending, {}
+        rendered, self._rendered = self._rendered, {}
         values, self._values = self._values, {}
         pipe = self.client.pipeline(transaction=False)
         for key, value in values.items():
@@ -154,22 +164,26 @@ class RedisReadModel:
                 pipe.delete(key)
             else:
                 pipe.set(key, value)
-        scores: dict[str, float] = {}
         for n, (account_id, view) in enumerate(batch.items(), 1):
             if n % RENDER_SLICE == 0:
                 # Rendering costs ~0.2 ms an account: a flush of thousands would hold the
                 # event loop, and every agent's records, for a large part of a second.
                 await asyncio.sleep(0)
             snap = self.render(view)
-            pipe.set(account_key(self.prefix, account_id), orjson.dumps(snap))
-            scores[account_id] = float(snap["intent_score"])
-        if scores:
-            pipe.zadd(by_score_key(self.prefix), scores)
+            # Exact-size bytes: orjson's own buffer is several KiB whatever the snapshot's
+            # size, and a flush holds thousands of them until Redis answers.
+            rendered[account_id] = (json_bytes(snap), float(snap["intent_score"]))
+        del batch
+        for account_id, (value, _) in rendered.items():
+            pipe.set(account_key(self.prefix, account_id), value)
+        if rendered:
+            pipe.zadd(by_score_key(self.prefix), {a: score for a, (_, score) in rendered.items()})
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
-            # Keep what failed unless a newer snapshot arrived meanwhile.
-            self._pending = {**batch, **self._pending}
+            # Keep what failed, rendered, unless a newer snapshot arrived meanwhile.
+            kept = {a: r for a, r in rendered.items() if a not in self._pending}
+            self._rendered = {**kept, **self._rendered}
             self._values = {**values, **self._values}
             self._failures += 1
             self.metrics.redis_errors.inc()
@@ -178,7 +192,7 @@ class RedisReadModel:
                 logger.warning(
                     "Redis write failed (%s); keeping %d accounts and retrying with back-off",
                     type(exc).__name__,
-                    len(self._pending),
+                    self.pending,
                 )
             return 0
         finally:
@@ -186,5 +200,5 @@ class RedisReadModel:
         if self._failures:
             logger.info("Redis writes recovered after %d failed attempts", self._failures)
             self._failures = 0
-        self.metrics.redis_writes.inc(len(batch) + len(values))
-        return len(batch) + len(values)
+        self.metrics.redis_writes.inc(len(rendered) + len(values))
+        return len(rendered) + len(values)
