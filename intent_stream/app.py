@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from intent_stream.dedup import MessageDeduplicator
@@ -34,11 +38,19 @@ from intent_stream.topics import (
     ACCOUNT_STATE_TABLE,
     PENDING_TABLE,
     Topics,
+    aiokafka_client_options,
     declare,
     faust_broker_credentials,
 )
 
-__all__ = ["Engine", "create_app", "initial_fit_model", "redis_client", "redis_options"]
+__all__ = [
+    "Engine",
+    "confirm_end_offsets",
+    "create_app",
+    "initial_fit_model",
+    "redis_client",
+    "redis_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +123,74 @@ def initial_fit_model(settings: Settings) -> FitModel:
     return model
 
 
+async def confirm_end_offsets(
+    settings: Settings, listed: Mapping[Any, int], *, timeout: float = 10.0
+) -> dict[Any, int]:
+    """Each partition's log end offset, confirmed by reading its last record batch.
+
+    ``listed`` are the ends a ListOffsets(latest) request answered (``end_offsets``). Some
+    Kafka-protocol brokers answer the first offset of the last record batch + 1 there, not
+    the end of the log, which makes a reader that trusts it stop short: Faust ends a table's
+    changelog recovery early (the table silently misses its last updates) and "caught up"
+    comes too soon. So a separate consumer reads each partition from ``listed - 1`` (on a
+    correct broker: just the last record) until it is past ``listed``; the end is where it
+    stopped, never below ``listed``. After ``timeout`` seconds the partitions not confirmed
+    keep their listed end.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    ends = {tp: int(end) for tp, end in listed.items()}
+    todo = [tp for tp, end in ends.items() if end > 0]
+    if not todo:
+        return ends
+    probe = AIOKafkaConsumer(
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-end-offsets"),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await probe.start()
+    try:
+        probe.assign(todo)
+        for tp in todo:
+            probe.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            await probe.getmany(*todo, timeout_ms=200)
+            for tp in list(todo):
+                position = await probe.position(tp)
+                if position >= ends[tp]:
+                    ends[tp] = position
+                    todo.remove(tp)
+        if todo:
+            logger.warning("could not confirm the end offsets of %s; using the listed ones", todo)
+    finally:
+        await probe.stop()
+    return ends
+
+
+def _transport(settings: Settings) -> type[Any]:
+    """Faust's aiokafka transport, with changelog highwaters from :func:`confirm_end_offsets`
+    (Faust's table recovery reads each changelog up to its highwater)."""
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+            listed = await super()._highwaters(partitions)
+            if self.consumer.in_transaction:
+                return listed
+            return await confirm_end_offsets(settings, listed)
+
+    class Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> ConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Engine:
     """The Faust app for ``settings``, with every topic, table and agent declared."""
     if settings.kafka_embedded:
@@ -152,6 +232,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         key_serializer="raw",
         value_serializer="raw",
     )
+    app.transport = _transport(settings)(app.conf.broker_consumer, app)
     topics = declare(app, settings)
     roles = settings.agent_set
     # A table is declared only by the workers whose agent uses it: Faust recovers every
