@@ -73,7 +73,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     print(f"crash: restart-to-processing {recovery:.1f}s")
     assert recovery < 90, "restart did not reach processing in a sane time"
 
-    counts = wait_for_counts(settings, load.sent, timeout=300)
+    counts = wait_for_counts(settings, load.sent, timeout=150, workers=[worker])
     assert counts == dict(load.sent), "per-account state must be exact after the crash"
     expected = load.alert_ids()  # at least the hot accounts alert
     on_topic = read_topic(endpoints, settings.alerts_topic, count=len(expected), timeout=60)
@@ -110,7 +110,7 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
         timeout=90,
         what="the second worker processing its partitions",
     )
-    assert wait_for_counts(settings, first.sent, timeout=120) == dict(first.sent)
+    assert wait_for_counts(settings, first.sent, timeout=120, workers=[a, b]) == dict(first.sent)
     # Both had partitions: each scored some records.
     for handle in (a, b):
         assert metric(handle, "intent_stream_records_processed_total") > 0
@@ -122,7 +122,7 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
     second = workload(accounts=names, per_account=50, hot=40, per_record=25, start=T0 + 100_000)
     publish(producer, settings.raw_topic, second.records)
     total = first.sent + second.sent
-    counts = wait_for_counts(settings, total, timeout=180)
+    counts = wait_for_counts(settings, total, timeout=150, workers=[a])
     took = time.monotonic() - killed_at
     assert counts == dict(total), "the survivor's state must include the dead worker's"
     alerts = read_topic(endpoints, settings.alerts_topic, count=40, timeout=120)
@@ -174,7 +174,7 @@ def test_poison_pills_in_bursts_and_a_kill_mid_burst_dead_letter_all_and_lose_no
     }
     worker = start_worker(settings)
 
-    counts = wait_for_counts(settings, good.sent, timeout=180)
+    counts = wait_for_counts(settings, good.sent, timeout=150, workers=[worker])
     assert counts == dict(good.sent), "no valid event lost or double counted"
     dead = read_topic(endpoints, settings.dlq_topic, count=len(bad_at), timeout=120)
     origins = Counter(
