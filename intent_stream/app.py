@@ -169,6 +169,15 @@ async def confirm_end_offsets(
     return ends
 
 
+def _position(consumer: Any, tp: Any) -> int | None:
+    """An aiokafka consumer's position in ``tp`` without waiting for one (None if unknown)."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state.position) if state is not None and state.has_valid_position else None
+    except (AttributeError, TypeError, AssertionError):
+        return None
+
+
 def _transport(settings: Settings) -> type[Any]:
     """Faust's aiokafka transport, with changelog highwaters from :func:`confirm_end_offsets`
     (Faust's table recovery reads each changelog up to its highwater)."""
@@ -179,6 +188,38 @@ def _transport(settings: Settings) -> type[Any]:
             if self.consumer.in_transaction:
                 return listed
             return await confirm_end_offsets(settings, listed)
+
+        async def seek_to_committed(self) -> Mapping[TP, int]:
+            committed: Mapping[TP, int] = await self.call_thread(self._seek_to_committed)
+            return committed
+
+        async def _seek_to_committed(self) -> Mapping[TP, int]:
+            # aiokafka's seek_to_committed() leaves a partition without a committed offset
+            # (or committed at 0) where its position is. Faust seeks to committed offsets to
+            # re-read what it fetched but dropped (records fetched during recovery, or while
+            # its flow was stopped); such a partition would skip those records for good: a
+            # restarted worker then never processes the first records of a partition that
+            # was not committed before the crash. Seek those to where the group starts.
+            consumer = self._ensure_consumer()
+            committed: Mapping[TP, int | None] = await consumer.seek_to_committed()
+            unset = [tp for tp, offset in committed.items() if offset is None or offset < 0]
+            for tp, offset in committed.items():
+                if offset == 0:
+                    consumer.seek(tp, 0)
+            if unset:
+                logger.info(
+                    "seeking %d partition(s) without a committed offset to their start "
+                    "(positions were %s)",
+                    len(unset),
+                    ", ".join(
+                        f"{tp.topic}[{tp.partition}]={_position(consumer, tp)}" for tp in unset
+                    ),
+                )
+                if self.app.conf.consumer_auto_offset_reset == "latest":
+                    await consumer.seek_to_end(*unset)
+                else:
+                    await consumer.seek_to_beginning(*unset)
+            return committed  # type: ignore[return-value]
 
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> ConsumerThread:
