@@ -202,18 +202,24 @@ def _transport(settings: Settings) -> type[Any]:
             # was not committed before the crash. Seek those to where the group starts.
             consumer = self._ensure_consumer()
             committed: Mapping[TP, int | None] = await consumer.seek_to_committed()
-            unset = [tp for tp, offset in committed.items() if offset is None or offset < 0]
-            for tp, offset in committed.items():
+            changelogs = self.app.tables.changelog_topics  # Faust positions these itself
+            streams = {tp: o for tp, o in committed.items() if tp.topic not in changelogs}
+            for tp, offset in streams.items():
                 if offset == 0:
                     consumer.seek(tp, 0)
+            unset = [tp for tp, offset in streams.items() if offset is None or offset < 0]
             if unset:
-                logger.info(
-                    "seeking %d partition(s) without a committed offset to their start "
-                    "(positions were %s)",
+                positions = {tp: _position(consumer, tp) for tp in unset}
+                moved = {tp: p for tp, p in positions.items() if p}
+                logger.log(
+                    logging.INFO if moved else logging.DEBUG,
+                    "seeking %d partition(s) without a committed offset to their start%s",
                     len(unset),
-                    ", ".join(
-                        f"{tp.topic}[{tp.partition}]={_position(consumer, tp)}" for tp in unset
-                    ),
+                    " (were at "
+                    + ", ".join(f"{tp.topic}[{tp.partition}]={p}" for tp, p in moved.items())
+                    + ")"
+                    if moved
+                    else "",
                 )
                 if self.app.conf.consumer_auto_offset_reset == "latest":
                     await consumer.seek_to_end(*unset)
