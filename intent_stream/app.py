@@ -179,8 +179,10 @@ def _position(consumer: Any, tp: Any) -> int | None:
 
 
 def _transport(settings: Settings) -> type[Any]:
-    """Faust's aiokafka transport, with changelog highwaters from :func:`confirm_end_offsets`
-    (Faust's table recovery reads each changelog up to its highwater)."""
+    """Faust's aiokafka transport with two fixes to its consumer, so that a restarted or
+    joining worker resumes every partition with complete tables: changelog highwaters come
+    from :func:`confirm_end_offsets` (table recovery reads each changelog up to its
+    highwater), and seeking to committed offsets also moves partitions that have none."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
