@@ -217,13 +217,13 @@ def explain(settings: Settings, accounts: list[str]) -> str:
             + ", ".join(f"{tp.topic}[{tp.partition}]={om.offset}" for tp, om in committed.items())
         )
         changelog = f"{settings.app_id}-{ACCOUNT_STATE_TABLE}-changelog"
-        for topic in (settings.events_topic, changelog):
+        for topic in (settings.raw_topic, settings.events_topic, changelog):
             records = _read_all(settings, topic)
             ends = {}
             for r in records:
                 ends[r.partition] = r.offset + 1
             lines.append(f"{topic}: {len(records)} records, log ends {ends}")
-            for account in accounts:
+            for account in accounts if topic != settings.raw_topic else []:
                 for r in records:
                     if account not in (r.key or b"").decode(errors="replace"):
                         continue
