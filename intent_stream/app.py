@@ -233,6 +233,22 @@ def _transport(settings: Settings) -> type[Any]:
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+            # Faust takes a jump in a partition's offsets for compaction or transaction
+            # markers and commits past it. The engine's stream topics have neither: a jump
+            # there means records fetched and never delivered (diagnosis for README,
+            # Guarantees, "Known issue").
+            if offset_from < offset_to and not self._is_changelog_tp(tp):
+                logger.warning(
+                    "offsets %d-%d of %s[%d] were never delivered to the agent; Faust "
+                    "commits past them",
+                    offset_from,
+                    offset_to - 1,
+                    tp.topic,
+                    tp.partition,
+                )
+            await super()._add_gap(tp, offset_from, offset_to)
+
     class Transport(faust_aiokafka.Transport):
         pass
 
