@@ -4,8 +4,7 @@ import orjson
 
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.scoring import HotLeadPolicy, IntentModel
-
-T0 = 1_795_000_000.0
+from tests.unit.segment import segment_event
 
 
 def _processor():
@@ -17,17 +16,7 @@ def _processor():
 
 
 def _ev(account, kind="page", path="/pricing", person="p1", t=0.0, **extra):
-    from intent_stream.pipeline import iso
-
-    event = {
-        "type": kind,
-        "userId": person,
-        "timestamp": iso(T0 + t),
-        "context": {"groupId": account},
-        "properties": {"path": path},
-    }
-    event.update(extra)
-    return event
+    return segment_event(account, t, kind, path, person, **extra)
 
 
 def _hot(account):

@@ -22,8 +22,8 @@ from intent_stream.scoring import (
 )
 from intent_stream.scoring.stages import StageMachine, StageState, default_stage_model
 from intent_stream.settings import Settings
+from tests.unit.segment import T0, segment_event
 
-T0 = 1_795_000_000.0
 DAY = 86400.0
 
 
@@ -48,16 +48,7 @@ def _processor(policy=None, fit=None):
     )
 
 
-def _ev(account, t, kind="page", path="/pricing", person="p1", **extra):
-    event = {
-        "type": kind,
-        "userId": person,
-        "timestamp": iso(T0 + t),
-        "context": {"groupId": account},
-        "properties": {"path": path},
-    }
-    event.update(extra)
-    return event
+_ev = segment_event
 
 
 def _track(account, t, name, person="p1"):

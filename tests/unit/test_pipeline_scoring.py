@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from intent_stream.pipeline import AccountProcessor, iso
+from intent_stream.pipeline import AccountProcessor
 from intent_stream.scoring import (
     AccountSignals,
     DelayedLabels,
@@ -18,8 +18,8 @@ from intent_stream.scoring.stages import (
     default_stage_model,
     parse_stage_model,
 )
+from tests.unit.segment import segment_event
 
-T0 = 1_795_000_000.0
 DAY = 86400.0
 
 
@@ -32,16 +32,7 @@ def _processor(**kwargs):
     )
 
 
-def _ev(account, t, kind="page", path="/pricing", person="p1", **extra):
-    event = {
-        "type": kind,
-        "userId": person,
-        "timestamp": iso(T0 + t),
-        "context": {"groupId": account},
-        "properties": {"path": path},
-    }
-    event.update(extra)
-    return event
+_ev = segment_event
 
 
 def _feed(proc, table, batches):
