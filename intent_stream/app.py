@@ -171,6 +171,49 @@ async def confirm_end_offsets(
     return ends
 
 
+async def read_range(settings: Settings, tp: Any, start: int, end: int) -> list[Any]:
+    """The records of partition ``tp`` from offset ``start`` up to ``end`` (excluded), read
+    with a consumer of their own (outside any group)."""
+    from aiokafka import AIOKafkaConsumer
+
+    probe = AIOKafkaConsumer(
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-refill"),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await probe.start()
+    out: list[Any] = []
+    try:
+        probe.assign([tp])
+        probe.seek(tp, start)
+        deadline = time.monotonic() + 30.0
+        while await probe.position(tp) < end and time.monotonic() < deadline:
+            batches = await probe.getmany(tp, timeout_ms=200)
+            out.extend(r for r in batches.get(tp, []) if start <= r.offset < end)
+    finally:
+        await probe.stop()
+    return out
+
+
+def _holes(offsets: list[int], start: int, end: int) -> list[tuple[int, int]]:
+    """The runs of ``[start, end)`` that ``offsets`` (ascending) leave out, as (first, end).
+
+    >>> _holes([3, 4, 7], 2, 9)
+    [(2, 3), (5, 7), (8, 9)]
+    >>> _holes([], 2, 4), _holes([2, 3], 2, 4)
+    ([(2, 4)], [])
+    """
+    holes, expected = [], start
+    for offset in offsets:
+        if offset > expected:
+            holes.append((expected, offset))
+        expected = max(expected, offset + 1)
+    if expected < end:
+        holes.append((expected, end))
+    return holes
+
+
 def _position(consumer: Any, tp: Any) -> int | None:
     """An aiokafka consumer's position in ``tp`` without waiting for one (None if unknown)."""
     try:
@@ -249,17 +292,32 @@ def _transport(settings: Settings) -> type[Any]:
         async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
             # Faust takes a jump in a partition's offsets for compaction or transaction
             # markers and commits past it. The engine's stream topics have neither: a jump
-            # there means records fetched and never delivered (diagnosis for README,
-            # Guarantees, "Known issue").
+            # there means records fetched and never delivered (seen after a kill -9: a
+            # restarted worker's first record of a raw partition was 196 past its
+            # committed offset). Deliver the missing records first, in order, read with a
+            # consumer of their own; only offsets that hold no record stay a gap. The
+            # record at offset_from - 1 is read again too: after a seek Faust's "last read"
+            # offset is the committed one, which was not read (the replay guard skips it
+            # if it was).
             if offset_from < offset_to and not self._is_changelog_tp(tp):
+                start = max(0, offset_from - 1)
+                records = await read_range(settings, tp, start, offset_to)
+                for record in records:
+                    await self.callback(self._to_message(tp, record))
+                    self._read_offset[tp] = record.offset
                 logger.warning(
-                    "offsets %d-%d of %s[%d] were never delivered to the agent; Faust "
-                    "commits past them",
-                    offset_from,
+                    "offsets %d-%d of %s[%d] were skipped by the fetch; delivered %d record(s) "
+                    "from them in order",
+                    start,
                     offset_to - 1,
                     tp.topic,
                     tp.partition,
+                    len(records),
                 )
+                holes = _holes([r.offset for r in records], start, offset_to)
+                for first, end in holes:
+                    await super()._add_gap(tp, first, end)
+                return
             await super()._add_gap(tp, offset_from, offset_to)
 
     class Transport(faust_aiokafka.Transport):
