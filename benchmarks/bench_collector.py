@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import json
 import os
 import random
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from harness import write_result
 
 from intent_stream.embedded import EmbeddedStack, free_port, spawn_child, stop_child
 from intent_stream.settings import Settings, env_name, setting_fields
@@ -209,9 +209,7 @@ def main() -> None:
         f"({BATCH} events of ~{round(mean_event)} bytes per request, {CONNECTIONS} connections, "
         "200 only after the broker's ack)"
     )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "collector.json").write_text(json.dumps(results, indent=2))
+    write_result("collector", results)
     shown = ", ".join(
         f"{layout} {r['events_per_s']:,.0f} ev/s (p99 {r['p99_ms']:.0f} ms)"
         for layout, r in results.items()

@@ -9,12 +9,12 @@ Prints a table and writes benchmarks/results/fit.json. Times are CPU time of thi
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
-from pathlib import Path
 from typing import Any
+
+from harness import write_result
 
 from intent_stream.scoring import FitModel, backtest, roc_auc
 
@@ -125,12 +125,8 @@ def main() -> None:
         print(f"{name:<28} {metrics[name]:9.3f}")
     print(f"{'n':<28} {metrics['n']:9d}")
     print(f"{'oracle roc_auc (true logit)':<28} {oracle:9.3f}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "fit.json").write_text(
-        json.dumps(
-            {"us_per_row": costs, "backtest": metrics, "oracle_roc_auc": oracle, "rows": ROWS}
-        )
+    write_result(
+        "fit", {"us_per_row": costs, "backtest": metrics, "oracle_roc_auc": oracle, "rows": ROWS}
     )
     print(
         f"SUMMARY fit: {learn_predict:.1f} us/row learn + predict, ROC AUC "

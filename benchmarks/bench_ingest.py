@@ -18,13 +18,19 @@ writes benchmarks/results/ingest.json.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
-from pathlib import Path
 
 from bench_pipeline import raw_ceiling
-from harness import POLL_S, bench_settings, counters, metrics_url, preload, spawn_worker
+from harness import (
+    POLL_S,
+    bench_settings,
+    counters,
+    metrics_url,
+    preload,
+    spawn_worker,
+    write_result,
+)
 
 from intent_stream.client import route_records
 from intent_stream.embedded import EmbeddedStack, free_port, stop_child
@@ -124,9 +130,7 @@ def main() -> None:
     print(f"{'ingest: validated and routed':<34} {result['ingest_eps']:>12,.0f} events/s")
     print(f"{'  ratio to the raw ceiling':<34} {result['ingest_eps'] / ceiling:>12.3f}")
     print(f"{'scoring the forwarded events':<34} {score:>12,.0f} events/s")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "ingest.json").write_text(json.dumps(result, indent=2))
+    write_result("ingest", result)
     print(
         f"SUMMARY ingest: ingest-only {result['ingest_eps']:,.0f} ev/s "
         f"({result['ingest_eps'] / ceiling:.3f}x raw {ceiling:,.0f}), "

@@ -15,15 +15,13 @@ Prints a table and writes benchmarks/results/latency.json.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import orjson
-from harness import bench_settings, counters, metrics_url, spawn_worker
+from harness import bench_settings, counters, metrics_url, spawn_worker, write_result
 from kafka import KafkaConsumer, KafkaProducer
 
 from intent_stream.client import route_records, utc_iso
@@ -210,9 +208,7 @@ def main() -> None:
         print(f"{name:<34} {result[key]:>7,.0f} ms")
     print(f"{'hot journeys / alerts measured':<34} {hot_n:>5} / {len(latencies)}")
     print(f"{'worker processed during the run':<34} {worker_eps:>7,.0f} events/s")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(result, indent=2))
+    write_result("latency", result)
     status = "ok" if p99 <= TARGET_P99_MS else "MISS"
     print(
         f"SUMMARY latency: p50 {p50:,.0f} ms, p99 {p99:,.0f} ms at "

@@ -20,15 +20,13 @@ Prints a table and writes benchmarks/results/memory.json.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import statistics
 import time
-from pathlib import Path
 
 import orjson
-from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker
+from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker, write_result
 from kafka import KafkaProducer
 
 from intent_stream.embedded import EmbeddedStack, stop_child
@@ -232,9 +230,7 @@ def main() -> None:
     print(f"\nmemory per account, {ACCOUNTS:,} accounts ({total:,} events; target <= 2 KB)")
     for name, value in rows:
         print(f"{name:<46} {value:>22}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "memory.json").write_text(json.dumps(result, indent=2))
+    write_result("memory", result)
     worst = max(result["state_bytes_mean"], marginal)
     status = "ok" if worst <= TARGET_BYTES else "MISS"
     print(

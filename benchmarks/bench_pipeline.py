@@ -29,7 +29,15 @@ import uuid
 from pathlib import Path
 
 import orjson
-from harness import POLL_S, bench_settings, counters, metrics_url, preload, spawn_worker
+from harness import (
+    POLL_S,
+    bench_settings,
+    counters,
+    metrics_url,
+    preload,
+    spawn_worker,
+    write_result,
+)
 
 from intent_stream.client import route_records
 from intent_stream.embedded import EmbeddedStack, spawn_child, stop_child
@@ -206,9 +214,7 @@ def main() -> None:
         f"plain Faust counting agent, one event per record: {one['faust_count_eps']:,.0f} "
         f"events/s; the worker is {one['ratio_to_faust_count']:.2f}x it (target >= 0.8x)"
     )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(results, indent=2))
+    write_result("pipeline", results)
     batched = results["batched, account topic"]
     full = results["batched, raw topic, ingest + score"]
     print(

@@ -34,15 +34,14 @@ Prints a table and writes benchmarks/results/quality.json.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 
 import orjson
+from harness import write_result
 
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.scoring import HotLeadPolicy, IntentModel, ProgressiveValidation, roc_auc
@@ -170,9 +169,7 @@ def main() -> None:
     ]  # fmt: skip
     for name, value, target in rows:
         print(f"{name:<44} {value:>9}  {target}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(result, indent=2))
+    write_result("quality", result)
     met = min(auc_best or 0, auc_prequential or 0) >= TARGET_AUC and (lead or 0) >= TARGET_LEAD_DAYS
     status = "ok" if met else "MISS"
     print(

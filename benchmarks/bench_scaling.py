@@ -16,12 +16,11 @@ Prints a table and writes benchmarks/results/scaling.json.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker
+from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker, write_result
 from kafka import KafkaProducer
 
 from intent_stream.client import route_records
@@ -140,9 +139,7 @@ def main() -> None:
     print(f"{'1':<10} {rates[1]:>10,.0f} {busy[1]:>17.0%}")
     print(f"{'2':<10} {rates[2]:>10,.0f} {busy[2]:>17.0%}")
     print(f"{'ratio':<10} {ratio:>10.2f}  (target >= {TARGET})")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps(result, indent=2))
+    write_result("scaling", result)
     status = "ok" if ratio >= TARGET else "MISS"
     print(
         f"SUMMARY scaling: 1 worker {rates[1]:,.0f} ev/s, 2 workers {rates[2]:,.0f} ev/s, "

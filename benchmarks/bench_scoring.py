@@ -18,12 +18,11 @@ Prints tables and writes benchmarks/results/scoring.json.
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from pathlib import Path
 
 import orjson
+from harness import write_result
 
 from intent_stream.events import parse_timestamp
 from intent_stream.pipeline import AccountProcessor
@@ -153,11 +152,7 @@ def main() -> None:
         f"engine {quality['us_per_event_engine']:.0f} us/event, prequential ROC AUC "
         f"{quality['delayed_label_roc_auc']:.3f} (per event {quality['roc_auc_all']:.3f})"
     )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scoring.json").write_text(
-        json.dumps({"us_per_event": rows, "events": EVENTS, "intent_quality": quality})
-    )
+    write_result("scoring", {"us_per_event": rows, "events": EVENTS, "intent_quality": quality})
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Not a benchmark itself (``make bench`` runs ``bench_*.py`` only).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import urllib.request
@@ -21,6 +22,15 @@ WORKDIR = Path(os.environ.get("TMPDIR", "/tmp"))
 #: Seconds between two reads of a running worker's /metrics while measuring it: rendering
 #: /metrics costs the worker CPU, and polling it every 50 ms took ~5% of its time.
 POLL_S = 0.25
+
+
+def write_result(name: str, result: Any) -> Path:
+    """Write a benchmark's figures to ``benchmarks/results/<name>.json``; return the path."""
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
 
 
 def bench_settings(ep: EmbeddedEndpoints, name: str, **overrides: Any) -> Settings:
