@@ -125,6 +125,20 @@ def initial_fit_model(settings: Settings) -> FitModel:
     return model
 
 
+async def _probe(settings: Settings, role: str) -> Any:
+    """A started aiokafka consumer outside any group, for short reads of given partitions."""
+    from aiokafka import AIOKafkaConsumer
+
+    probe = AIOKafkaConsumer(
+        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-{role}"),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await probe.start()
+    return probe
+
+
 async def confirm_end_offsets(
     settings: Settings, listed: Mapping[Any, int], *, timeout: float = 10.0
 ) -> dict[Any, int]:
@@ -139,19 +153,11 @@ async def confirm_end_offsets(
     stopped, never below ``listed``. After ``timeout`` seconds the partitions not confirmed
     keep their listed end.
     """
-    from aiokafka import AIOKafkaConsumer
-
     ends = {tp: int(end) for tp, end in listed.items()}
     todo = [tp for tp, end in ends.items() if end > 0]
     if not todo:
         return ends
-    probe = AIOKafkaConsumer(
-        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-end-offsets"),
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    await probe.start()
+    probe = await _probe(settings, "end-offsets")
     try:
         probe.assign(todo)
         for tp in todo:
@@ -174,15 +180,7 @@ async def confirm_end_offsets(
 async def read_range(settings: Settings, tp: Any, start: int, end: int) -> list[Any]:
     """The records of partition ``tp`` from offset ``start`` up to ``end`` (excluded), read
     with a consumer of their own (outside any group)."""
-    from aiokafka import AIOKafkaConsumer
-
-    probe = AIOKafkaConsumer(
-        **aiokafka_client_options(settings, client_id=f"{settings.app_id}-refill"),
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    await probe.start()
+    probe = await _probe(settings, "refill")
     out: list[Any] = []
     try:
         probe.assign([tp])

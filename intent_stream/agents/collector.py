@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mode import Service
 
+from intent_stream.agents.sinks import produce
 from intent_stream.collector import Collector, CollectorSite
 
 if TYPE_CHECKING:
@@ -38,9 +39,9 @@ def register(engine: Engine) -> None:
         partition: int | None,
         headers: list[tuple[str, bytes]],
     ) -> Awaitable[Any]:
-        # Faust's producer: the outer await queues the record, the returned future acks it.
-        ack: Awaitable[Any] = await app.producer.send(
-            topic, key, value, partition, None, headers or None
+        # The outer await queues the record, the returned future acks it.
+        ack: Awaitable[Any] = await produce(
+            engine, topic, key=key, value=value, partition=partition, headers=headers
         )
         return ack
 

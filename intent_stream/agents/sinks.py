@@ -67,14 +67,15 @@ async def produce(
     key: bytes | None,
     value: bytes | None,
     partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> Any:
     """Queue a record on Faust's producer directly; return its delivery future.
 
-    For the ingest agent's many sends (forwards, identity edges): Faust's ``Topic.send``
-    wraps each record in a message, a future and a channel callback, which cost about as
-    much as producing it. Same producer, same ordering per partition.
+    For the ingest agent's many sends (forwards, identity edges) and the collector: Faust's
+    ``Topic.send`` wraps each record in a message, a future and a channel callback, which
+    cost about as much as producing it. Same producer, same ordering per partition.
     """
-    return await engine.app.producer.send(topic, key, value, partition, None, None)
+    return await engine.app.producer.send(topic, key, value, partition, None, headers or None)
 
 
 async def send_dead_letters(engine: Engine, dead: Sequence[DeadLetter], message: Any) -> None:
