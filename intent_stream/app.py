@@ -133,6 +133,7 @@ async def _probe(settings: Settings, role: str) -> Any:
         **aiokafka_client_options(settings, client_id=f"{settings.app_id}-{role}"),
         group_id=None,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a range that retention removed reads from the start
         fetch_max_wait_ms=50,
     )
     await probe.start()
@@ -180,6 +181,9 @@ async def confirm_end_offsets(
 async def read_range(settings: Settings, tp: Any, start: int, end: int) -> list[Any]:
     """The records of partition ``tp`` from offset ``start`` up to ``end`` (excluded), read
     with a consumer of their own (outside any group)."""
+    from aiokafka import TopicPartition
+
+    tp = TopicPartition(tp.topic, tp.partition)  # aiokafka asserts its own type (not Faust's TP)
     probe = await _probe(settings, "refill")
     out: list[Any] = []
     try:
@@ -221,7 +225,7 @@ def _position(consumer: Any, tp: Any) -> int | None:
         return None
 
 
-def _transport(settings: Settings) -> type[Any]:
+def _transport(settings: Settings, metrics: Metrics) -> type[Any]:
     """Faust's aiokafka transport with three changes to its consumer: its fetch wait is
     ``settings.fetch_max_wait_ms``, and, so that a restarted or joining worker resumes every
     partition with complete tables, changelog highwaters come from
@@ -284,39 +288,77 @@ def _transport(settings: Settings) -> type[Any]:
             return committed  # type: ignore[return-value]
 
     class Consumer(faust_aiokafka.Consumer):
+        """Delivers each stream partition's records in offset order from the committed
+        offset on, whatever its fetch does.
+
+        After a kill -9 a restarted worker's fetch was seen to hand over a raw partition's
+        records from 486 while the group had committed 198, with no gap noticed by Faust
+        (its "last read" offset was unset), so 198-485 were never processed and the commit
+        moved past them. Here every stream partition has an expected next offset, reset to
+        the committed one on each seek to committed offsets (Faust seeks there after every
+        rebalance and recovery); a record beyond it first gets the records between, read
+        with a consumer of their own and delivered in order. Records before it (a re-read
+        after a seek back) pass through: Faust drops what it has read and the replay guard
+        skips what was applied.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._deliver = self.callback
+            self.callback = self._in_order
+            self._expected: dict[TP, int] = {}
+
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        async def seek_to_committed(self) -> Mapping[TP, int]:
+            committed = await super().seek_to_committed()
+            for tp, offset in committed.items():
+                if not self._is_changelog_tp(tp):
+                    self._expected[tp] = offset if offset is not None and offset > 0 else 0
+            return committed
+
+        async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+            for tp in revoked:
+                self._expected.pop(tp, None)
+            await super().on_partitions_revoked(revoked)
+
+        async def _in_order(self, message: Any) -> None:
+            tp = message.tp
+            expected = self._expected.get(tp)
+            if expected is not None and message.offset > expected:
+                await self._refill(tp, expected, message.offset)
+            if expected is None or message.offset >= expected:
+                self._expected[tp] = message.offset + 1
+            await self._deliver(message)
+
+        async def _refill(self, tp: TP, start: int, end: int) -> None:
+            records = await read_range(settings, tp, start, end)
+            logger.warning(
+                "offsets %d-%d of %s[%d] were skipped by the fetch; delivering %d record(s) "
+                "from them first, in order",
+                start,
+                end - 1,
+                tp.topic,
+                tp.partition,
+                len(records),
+            )
+            metrics.records_refilled.inc(len(records))
+            for record in records:
+                self._expected[tp] = record.offset + 1
+                await self._deliver(self._to_message(tp, record))
+            # Offsets that hold no record (none in the engine's topics, but a log start
+            # moved by retention) are gaps Faust may commit past.
+            for first, stop in _holes([r.offset for r in records], start, end):
+                await super()._add_gap(tp, first, stop - 1)
+
         async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
             # Faust takes a jump in a partition's offsets for compaction or transaction
-            # markers and commits past it. The engine's stream topics have neither: a jump
-            # there means records fetched and never delivered (seen after a kill -9: a
-            # restarted worker's first record of a raw partition was 196 past its
-            # committed offset). Deliver the missing records first, in order, read with a
-            # consumer of their own; only offsets that hold no record stay a gap. The
-            # record at offset_from - 1 is read again too: after a seek Faust's "last read"
-            # offset is the committed one, which was not read (the replay guard skips it
-            # if it was).
-            if offset_from < offset_to and not self._is_changelog_tp(tp):
-                start = max(0, offset_from - 1)
-                records = await read_range(settings, tp, start, offset_to)
-                for record in records:
-                    await self.callback(self._to_message(tp, record))
-                    self._read_offset[tp] = record.offset
-                logger.warning(
-                    "offsets %d-%d of %s[%d] were skipped by the fetch; delivered %d record(s) "
-                    "from them in order",
-                    start,
-                    offset_to - 1,
-                    tp.topic,
-                    tp.partition,
-                    len(records),
-                )
-                holes = _holes([r.offset for r in records], start, offset_to)
-                for first, end in holes:
-                    await super()._add_gap(tp, first, end)
-                return
-            await super()._add_gap(tp, offset_from, offset_to)
+            # markers and commits past it. In the engine's stream topics a jump means
+            # records fetched and never delivered: _in_order delivers them, and only
+            # offsets without a record become gaps.
+            if self._is_changelog_tp(tp):
+                await super()._add_gap(tp, offset_from, offset_to)
 
     class Transport(faust_aiokafka.Transport):
         pass
@@ -372,7 +414,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport = _transport(settings)(app.conf.broker_consumer, app)
+    app.transport = _transport(settings, metrics)(app.conf.broker_consumer, app)
     topics = declare(app, settings)
     roles = settings.agent_set
     # A table is declared only by the workers whose agent uses it: Faust recovers every

@@ -135,6 +135,12 @@ class Metrics:
             "Events skipped because their record was already applied (replay after a restart).",
             registry=registry,
         )
+        self.records_refilled = Counter(
+            p + "records_refilled_total",
+            "Records a consumer fetch skipped, read again and delivered in order before the "
+            "record after them (README: Guarantees).",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             p + "dead_letters_total",
             "Records or events sent to the dead-letter topic, by reason.",

@@ -1,0 +1,44 @@
+"""The worker's consumer delivers each stream partition in offset order from the committed
+offset, refilling what a fetch skipped (intent_stream.app, the Consumer of ``_transport``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from faust.types import TP
+
+from intent_stream.app import create_app, read_range
+from intent_stream.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_record_past_the_expected_offset_gets_the_skipped_ones_first_in_order(settings, producer):
+    ensure_topics(settings)
+    topic, partition = settings.raw_topic, 2
+    for i in range(12):
+        producer.send(topic, value=b'{"n": %d}' % i, partition=partition)
+    producer.flush(timeout=10)
+    tp = TP(topic, partition)
+
+    async def run() -> list[int]:
+        engine = create_app(settings)
+        consumer = engine.app.consumer
+        delivered: list[int] = []
+
+        async def deliver(message) -> None:
+            delivered.append(message.offset)
+
+        consumer._deliver = deliver
+        records = {r.offset: r for r in await read_range(settings, tp, 0, 12)}
+        assert sorted(records) == list(range(12))
+        consumer._expected[tp] = 3  # as after a seek to committed offset 3
+        # The fetch hands over offset 10 first: 3-9 come before it, in order.
+        await consumer._in_order(consumer._to_message(tp, records[10]))
+        # A re-read behind the expected offset passes through, with no refill.
+        await consumer._in_order(consumer._to_message(tp, records[5]))
+        await consumer._in_order(consumer._to_message(tp, records[11]))
+        return delivered
+
+    assert asyncio.run(run()) == [3, 4, 5, 6, 7, 8, 9, 10, 5, 11]
