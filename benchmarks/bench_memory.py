@@ -26,7 +26,15 @@ import statistics
 import time
 
 import orjson
-from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker, write_result
+from harness import (
+    EVENTS_METRIC,
+    POLL_S,
+    bench_settings,
+    counters,
+    metrics_url,
+    spawn_worker,
+    write_result,
+)
 from kafka import KafkaProducer
 
 from intent_stream.embedded import EmbeddedStack, stop_child
@@ -123,7 +131,7 @@ async def changelog_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:
 
 def wait_processed(url: str, proc, target: float, timeout: float) -> float:
     deadline = time.monotonic() + timeout
-    while (n := counters(url).get("intent_stream_events_processed_total", 0.0)) < target:
+    while (n := counters(url, EVENTS_METRIC).get(EVENTS_METRIC, 0.0)) < target:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the worker stopped or stalled at {n:,.0f} of {target:,.0f} events")
         time.sleep(POLL_S)
@@ -190,7 +198,9 @@ def main() -> None:
                 time.sleep(1.0)
                 rss_points.append(rss_bytes(proc.pid))
             rss_half, rss = rss_points
-            accounts_gauge = counters(url).get("intent_stream_accounts", 0.0)
+            accounts_gauge = counters(url, "intent_stream_accounts").get(
+                "intent_stream_accounts", 0.0
+            )
         finally:
             producer.close()
             stop_child(proc, timeout=30)

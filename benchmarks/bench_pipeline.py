@@ -30,6 +30,7 @@ from pathlib import Path
 
 import orjson
 from harness import (
+    EVENTS_METRIC,
     POLL_S,
     bench_settings,
     counters,
@@ -112,8 +113,8 @@ async def raw_ceiling(bootstrap: str, topic: str, n_records: int) -> float:
 
 def processed(url: str) -> float:
     """Events the worker applied; -1 while its /metrics does not answer."""
-    found = counters(url)
-    return found.get("intent_stream_events_processed_total", 0.0) if found else -1.0
+    found = counters(url, EVENTS_METRIC)
+    return found.get(EVENTS_METRIC, 0.0) if found else -1.0
 
 
 def worker_rate(settings: Settings, total: int) -> float:

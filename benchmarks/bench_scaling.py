@@ -68,7 +68,7 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
 
 
 def total(urls: list[str]) -> list[float]:
-    return [counters(url).get(METRIC, 0.0) for url in urls]
+    return [counters(url, METRIC).get(METRIC, 0.0) for url in urls]
 
 
 def run(ep, n_workers: int, recs, warm, n_events: int) -> tuple[float, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -19,6 +20,9 @@ from intent_stream.embedded import EmbeddedEndpoints, free_port, spawn_child
 from intent_stream.settings import Settings, env_name, setting_fields
 
 WORKDIR = Path(os.environ.get("TMPDIR", "/tmp"))
+#: The counter the benchmarks read to know how far a worker got.
+EVENTS_METRIC = "intent_stream_events_processed_total"
+
 #: Seconds between two reads of a running worker's /metrics while measuring it: rendering
 #: /metrics costs the worker CPU, and polling it every 50 ms took ~5% of its time.
 POLL_S = 0.25
@@ -71,8 +75,12 @@ def metrics_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.web_port}/metrics"
 
 
-def counters(url: str) -> dict[str, float]:
-    """Each metric family of a worker's /metrics summed over its labels ({} if unreachable)."""
+def counters(url: str, *names: str) -> dict[str, float]:
+    """Each metric family of a worker's /metrics summed over its labels ({} if unreachable);
+    only the samples ``names`` if given (``?name[]=``: a whole page costs the worker tens of
+    ms, which polling would take from what is measured)."""
+    if names:
+        url += "?" + urllib.parse.urlencode([("name[]", n) for n in names])
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             text = r.read().decode()

@@ -37,7 +37,9 @@ def register(engine: Engine) -> None:
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics(web: Any, request: Any) -> Any:
         # CONTENT_TYPE carries a charset parameter, which aiohttp wants separately.
-        return web.bytes(engine.metrics.exposition(), content_type=CONTENT_TYPE.split(";")[0])
+        # ?name[]=...: only those samples, as prometheus_client's own exporter allows.
+        names = request.query.getall("name[]", [])
+        return web.bytes(engine.metrics.exposition(names), content_type=CONTENT_TYPE.split(";")[0])
 
     from faust.web import View
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -133,6 +134,15 @@ def test_events_flow_to_alert_redis_and_metrics(settings, start_worker, producer
     )
     assert processed == len(hot_events) + 2
     assert values['intent_stream_dead_letters_total{reason="invalid_json"}'] == 1.0
+    # ?name[]= narrows the page to the samples asked for (what a poller needs).
+    query = "name[]=intent_stream_dead_letters_total&name[]=intent_stream_records_processed_total"
+    with urllib.request.urlopen(f"{worker.metrics_url}?{query}", timeout=2) as response:
+        narrow = _samples(response.read().decode())
+    assert {k.partition("{")[0] for k in narrow} == {
+        "intent_stream_dead_letters_total",
+        "intent_stream_records_processed_total",
+    }
+    assert narrow['intent_stream_dead_letters_total{reason="invalid_json"}'] == 1.0
 
 
 def test_a_hot_account_is_alerted_once_within_its_cooldown(
