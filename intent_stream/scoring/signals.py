@@ -374,19 +374,33 @@ class AccountSignals:
     def velocity(self, now: float) -> float:
         """Events in the last 7 days against the weekly average of the 21 before (smoothed)."""
         today = int(now // DAY)
-        recent = sum(n for d, n in self.days.items() if today - 7 < d <= today)
-        before = sum(n for d, n in self.days.items() if today - 28 < d <= today - 7)
+        recent = before = 0
+        for d, n in self.days.items():
+            if today - 7 < d <= today:
+                recent += n
+            elif today - 28 < d <= today - 7:
+                before += n
         return (recent + 1.0) / (before / 3.0 + 1.0)
 
     def features(self, now: float) -> dict[str, float]:
         """Model features at event time ``now``: log1p of decayed counts and account traits."""
-        x = {name: math.log1p(self._decayed(name, now)) for name in self.counts}
-        x["high_intent"] = math.log1p(
-            sum(self._decayed(n, now) for n in self.counts if self.signals[n].high_intent)
-        )
-        recent = [p for p in self.people.values() if now - p[0] <= 30 * DAY]
-        x["people"] = float(len(recent))
-        x["senior_people"] = float(sum(p[1] for p in recent))
+        rates, specs, exp, log1p = self._rates, self.signals, math.exp, math.log1p
+        x: dict[str, float] = {}
+        high: list[float] = []
+        for name, (value, at) in self.counts.items():  # each count decayed once (as _decayed)
+            if now > at:
+                value = value * exp(-rates[name] * (now - at))
+            x[name] = log1p(value)
+            if specs[name].high_intent:
+                high.append(value)
+        x["high_intent"] = log1p(sum(high))
+        people = senior = 0
+        for cell in self.people.values():
+            if now - cell[0] <= 30 * DAY:
+                people += 1
+                senior += cell[1]
+        x["people"] = float(people)
+        x["senior_people"] = float(senior)
         x["recency_days"] = (now - self.last_seen) / DAY if self.last_seen is not None else 90.0
         x["velocity"] = math.log(self.velocity(now))
         if self.topics:
