@@ -110,12 +110,10 @@ def decode_record(value: bytes | None) -> tuple[list[Any], tuple[int, int] | Non
 def _src(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        return value[0], value[1]
+    if isinstance(value, list) and len(value) == 2:
+        partition, offset = value
+        if type(partition) is int and type(offset) is int:  # JSON integers (not booleans)
+            return partition, offset
     raise Rejected("invalid_batch", "'src' must be [partition, offset]")
 
 

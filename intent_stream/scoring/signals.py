@@ -422,11 +422,10 @@ class AccountSignals:
         >>> s.to_dict()
         {'c': {'3': [1.0, 86400]}, 'p': {'p': [86400, 0]}, 'd': [1, 1], 'f': 86400.5, 'l': 86400.5}
         """
+        code, floor = _CODE.get, math.floor
         out: dict[str, Any] = {
-            "c": {
-                _CODE.get(k, k): [round(v, 3), math.floor(t)] for k, (v, t) in self.counts.items()
-            },
-            "p": {k: [math.floor(v[0]), *v[1:]] for k, v in self.people.items()},
+            "c": {code(k, k): [round(v, 3), floor(t)] for k, (v, t) in self.counts.items()},
+            "p": {k: [floor(v[0]), *v[1:]] for k, v in self.people.items()},
             "d": _dense_days(self.days),
             "f": self.first_seen,
             "l": self.last_seen,
@@ -460,8 +459,8 @@ class AccountSignals:
         """
         s = cls(signals=signals, surge=surge)
         s.topics = {k: list(v) for k, v in data.get("t", {}).items()}
-        counts = ((_NAME.get(k, k), v) for k, v in data["c"].items())
-        s.counts = {k: list(v) for k, v in counts if k in s._rates}
+        name, rates = _NAME.get, s._rates
+        s.counts = {n: list(v) for k, v in data["c"].items() if (n := name(k, k)) in rates}
         s.people = {k: list(v) for k, v in data["p"].items()}
         s.days = _sparse_days(data["d"])
         s.first_seen = data["f"]
