@@ -38,11 +38,11 @@ crash (at-least-once) never applies an event twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from intent_stream.events import Rejected, check_message, decode_record, event_time
+from intent_stream.events import Rejected, checked_event_time, decode_record
 from intent_stream.identity import IdentityEdge, IdentityGraph, Pseudonymiser, node_of
 from intent_stream.pipeline import DeadLetter, dump_event, iso
 from intent_stream.topics import partition_for
@@ -126,8 +126,9 @@ class IngestProcessor:
         arrived = iso(received_at)
         for raw in raw_messages:
             try:
-                body = check_message(raw, check_size=big)
-                ts = event_time(body, received_at=received_at, max_skew=self.max_skew)
+                body, ts = checked_event_time(
+                    raw, received_at=received_at, max_skew=self.max_skew, check_size=big
+                )
             except Rejected as exc:
                 out.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
                 continue
@@ -142,11 +143,14 @@ class IngestProcessor:
             body["timestamp"] = iso(ts)
         body.setdefault("receivedAt", arrived)
         pseudo = self.pseudonymiser
+        enabled = pseudo.enabled
         for name in _PERSON_FIELDS:
             value = body.get(name)
+            if value is None:
+                continue
             if isinstance(value, int) and not isinstance(value, bool):
                 value = body[name] = str(value)
-            if pseudo.enabled and isinstance(value, str):
+            if enabled and isinstance(value, str):
                 body[name] = pseudo.person(value)
         for holder in (body, body.get("context")):
             if not isinstance(holder, dict):
@@ -174,6 +178,9 @@ class IngestProcessor:
         """
         result = IngestResult()
         written: set[str] = set()  # visitors this record already pended events for
+        # The pending entries this record changed, written to ``pending`` once at the end: a
+        # visitor with many events in a record is decoded and encoded once, not per event.
+        overlay = _Overlay(pending)
         for index, message in enumerate(messages):
             if index in duplicates:
                 result.duplicates += 1
@@ -186,7 +193,7 @@ class IngestProcessor:
             result.accepted[str(body["type"])] += 1
             if account is None:
                 self._pend(
-                    pending,
+                    overlay,
                     node_of("anon", anon) if anon else node_of("user", user or ""),
                     message,
                     partition,
@@ -196,9 +203,10 @@ class IngestProcessor:
                 )
                 continue
             for node in _nodes(user, anon):
-                if node in pending:
-                    self._release(pending, node, account, message.ts, result)
+                if node in overlay:
+                    self._release(overlay, node, account, message.ts, result)
             self._forward(result, account, body)
+        overlay.write()
         return result
 
     def _forward(self, result: IngestResult, account: str, body: dict[str, Any]) -> None:
@@ -272,6 +280,48 @@ class IngestProcessor:
             del pending[node]
             dropped += n
         return dropped
+
+
+class _Overlay(MutableMapping[str, Any]):
+    """Changes to a pending table kept as documents until :meth:`write` stores them.
+
+    Reads see the changes; a deleted entry is deleted from the table at once.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table = table
+        self.changed: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.changed[key] if key in self.changed else self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.changed[key] if key in self.changed else self.table.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.changed[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        found = self.changed.pop(key, None) is not None
+        if key in self.table:
+            del self.table[key]
+        elif not found:
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.changed or key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.changed
+        yield from (k for k in self.table if k not in self.changed)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def write(self) -> None:
+        for key, value in self.changed.items():
+            self.table[key] = value
+        self.changed.clear()
 
 
 def _nodes(user: str | None, anon: str | None) -> list[str]:

@@ -15,6 +15,7 @@ between them cannot split them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -144,8 +145,12 @@ class RecordResult:
     alert_triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(ts: float) -> str:
     """Epoch seconds as an ISO-8601 UTC string with milliseconds.
+
+    Cached: alerts and snapshots format the same times again (a person's last activity,
+    each key activity's time) for as long as the account is active.
 
     >>> iso(0)
     '1970-01-01T00:00:00.000Z'

@@ -123,7 +123,36 @@ class PointsPrior:
         return {k: round(v, 4) for k, v in out.items()}
 
     def points(self, x: Mapping[str, float]) -> float:
-        return max(0.0, sum(self.contributions(x).values()))
+        """The sum of :meth:`contributions`, without building it (this runs per score).
+
+        The terms are the same rounded values, summed in the same order, so the total is the
+        same float.
+
+        >>> x = {"pricing_view": 0.6931472, "people": 3.0, "velocity": 0.4, "recency_days": 9.0}
+        >>> PointsPrior().points(x) == max(0.0, sum(PointsPrior().contributions(x).values()))
+        True
+        """
+        get = x.get
+        terms = [
+            round(spec.weight * math.expm1(value), 4)
+            for name, spec in self.signals.items()
+            if (value := get(name, 0.0))
+        ]
+        people = get("people", 0.0)
+        if people > 1:
+            terms.append(round(PEOPLE_POINTS * (people - 1), 4))
+        if get("senior_people", 0.0):
+            terms.append(round(SENIOR_POINTS * x["senior_people"], 4))
+        velocity = get("velocity", 0.0)
+        if velocity > 0:
+            terms.append(round(min(VELOCITY_CAP, VELOCITY_POINTS * velocity), 4))
+        surge = get("topic_surge", 0.0)
+        if surge > 0:
+            terms.append(round(SURGE_POINTS * surge, 4))
+        quiet = get("recency_days", 0.0) - QUIET_DAYS
+        if quiet > 0:
+            terms.append(round(-min(QUIET_CAP, QUIET_POINTS * quiet), 4))
+        return max(0.0, sum(terms))
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """0-100: ``100 * (1 - exp(-points / scale))``.

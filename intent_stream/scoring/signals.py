@@ -374,19 +374,33 @@ class AccountSignals:
     def velocity(self, now: float) -> float:
         """Events in the last 7 days against the weekly average of the 21 before (smoothed)."""
         today = int(now // DAY)
-        recent = sum(n for d, n in self.days.items() if today - 7 < d <= today)
-        before = sum(n for d, n in self.days.items() if today - 28 < d <= today - 7)
+        recent = before = 0
+        for d, n in self.days.items():
+            if today - 7 < d <= today:
+                recent += n
+            elif today - 28 < d <= today - 7:
+                before += n
         return (recent + 1.0) / (before / 3.0 + 1.0)
 
     def features(self, now: float) -> dict[str, float]:
         """Model features at event time ``now``: log1p of decayed counts and account traits."""
-        x = {name: math.log1p(self._decayed(name, now)) for name in self.counts}
-        x["high_intent"] = math.log1p(
-            sum(self._decayed(n, now) for n in self.counts if self.signals[n].high_intent)
-        )
-        recent = [p for p in self.people.values() if now - p[0] <= 30 * DAY]
-        x["people"] = float(len(recent))
-        x["senior_people"] = float(sum(p[1] for p in recent))
+        rates, specs, exp, log1p = self._rates, self.signals, math.exp, math.log1p
+        x: dict[str, float] = {}
+        high: list[float] = []
+        for name, (value, at) in self.counts.items():  # each count decayed once (as _decayed)
+            if now > at:
+                value = value * exp(-rates[name] * (now - at))
+            x[name] = log1p(value)
+            if specs[name].high_intent:
+                high.append(value)
+        x["high_intent"] = log1p(sum(high))
+        people = senior = 0
+        for cell in self.people.values():
+            if now - cell[0] <= 30 * DAY:
+                people += 1
+                senior += cell[1]
+        x["people"] = float(people)
+        x["senior_people"] = float(senior)
         x["recency_days"] = (now - self.last_seen) / DAY if self.last_seen is not None else 90.0
         x["velocity"] = math.log(self.velocity(now))
         if self.topics:
@@ -408,11 +422,10 @@ class AccountSignals:
         >>> s.to_dict()
         {'c': {'3': [1.0, 86400]}, 'p': {'p': [86400, 0]}, 'd': [1, 1], 'f': 86400.5, 'l': 86400.5}
         """
+        code, floor = _CODE.get, math.floor
         out: dict[str, Any] = {
-            "c": {
-                _CODE.get(k, k): [round(v, 3), math.floor(t)] for k, (v, t) in self.counts.items()
-            },
-            "p": {k: [math.floor(v[0]), *v[1:]] for k, v in self.people.items()},
+            "c": {code(k, k): [round(v, 3), floor(t)] for k, (v, t) in self.counts.items()},
+            "p": {k: [floor(v[0]), *v[1:]] for k, v in self.people.items()},
             "d": _dense_days(self.days),
             "f": self.first_seen,
             "l": self.last_seen,
@@ -446,8 +459,8 @@ class AccountSignals:
         """
         s = cls(signals=signals, surge=surge)
         s.topics = {k: list(v) for k, v in data.get("t", {}).items()}
-        counts = ((_NAME.get(k, k), v) for k, v in data["c"].items())
-        s.counts = {k: list(v) for k, v in counts if k in s._rates}
+        name, rates = _NAME.get, s._rates
+        s.counts = {n: list(v) for k, v in data["c"].items() if (n := name(k, k)) in rates}
         s.people = {k: list(v) for k, v in data["p"].items()}
         s.days = _sparse_days(data["d"])
         s.first_seen = data["f"]

@@ -35,6 +35,7 @@ its event time, so a replay of the same history yields the same ids.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -802,6 +803,7 @@ def transition_id(
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+@functools.lru_cache(maxsize=8192)
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
