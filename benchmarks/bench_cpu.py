@@ -1,7 +1,7 @@
 """This machine's single-core Python speed, so that figures from different machines compare.
 
 The engine's costs are CPU-bound Python; the same code ran about twice as fast on one host
-as on another of the same "2-core" kind. Run first by ``make bench``; the other benchmarks'
+as on another of the same "2-core" kind. ``make bench`` runs it with the others; their
 absolute figures scale with it (their ratios to a raw ceiling measured in the same run
 much less). Prints a table and writes benchmarks/results/cpu.json.
 """

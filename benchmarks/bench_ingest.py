@@ -25,7 +25,7 @@ from bench_pipeline import raw_ceiling
 from harness import (
     POLL_S,
     bench_settings,
-    counters,
+    counter,
     metrics_url,
     preload,
     spawn_worker,
@@ -65,7 +65,7 @@ def run_worker(settings: Settings, metric: str, *, total: float | None) -> float
     url = metrics_url(settings)
     try:
         deadline = time.monotonic() + 900
-        while (n0 := counters(url, metric).get(metric, 0.0)) <= 0:
+        while (n0 := counter(url, metric)) <= 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker did not start; see its log")
             time.sleep(0.05)
@@ -75,7 +75,7 @@ def run_worker(settings: Settings, metric: str, *, total: float | None) -> float
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker stalled; see its log")
             time.sleep(POLL_S)
-            now = counters(url, metric).get(metric, 0.0)
+            now = counter(url, metric)
             if now != n:
                 n, quiet_since = now, time.perf_counter()
             if total is not None and n >= total:

@@ -21,7 +21,7 @@ import threading
 import time
 
 import orjson
-from harness import EVENTS_METRIC, bench_settings, counters, metrics_url, spawn_worker, write_result
+from harness import EVENTS_METRIC, bench_settings, counter, metrics_url, spawn_worker, write_result
 from kafka import KafkaConsumer, KafkaProducer
 
 from intent_stream.client import route_records, utc_iso
@@ -104,7 +104,7 @@ def main() -> None:
         try:
             # Warm-up: background events until the worker has processed some (group joined).
             deadline = time.monotonic() + 180
-            while counters(url, EVENTS_METRIC).get(EVENTS_METRIC, 0.0) <= 0:
+            while counter(url, EVENTS_METRIC) <= 0:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the worker did not start; see its log")
                 for r in route_records([next(background) for _ in range(20)], partitions=4):
@@ -118,7 +118,7 @@ def main() -> None:
                 f"{HOT_PER_S:g} hot journeys/s...",
                 flush=True,
             )
-            processed0 = counters(url, EVENTS_METRIC).get(EVENTS_METRIC, 0.0)
+            processed0 = counter(url, EVENTS_METRIC)
             active: list[tuple[str, list[dict], float]] = []  # account, steps left, next due
             hot_n, sent = 0, 0
             start = time.monotonic()
@@ -160,7 +160,7 @@ def main() -> None:
                 if pause > 0:
                     time.sleep(pause)
             elapsed = time.monotonic() - start
-            processed = counters(url, EVENTS_METRIC).get(EVENTS_METRIC, 0.0)
+            processed = counter(url, EVENTS_METRIC)
             worker_eps = (processed - processed0) / elapsed
             producer.flush()
             # Let the last journeys' alerts arrive.

@@ -30,7 +30,7 @@ from harness import (
     EVENTS_METRIC,
     POLL_S,
     bench_settings,
-    counters,
+    counter,
     metrics_url,
     spawn_worker,
     write_result,
@@ -131,7 +131,7 @@ async def changelog_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:
 
 def wait_processed(url: str, proc, target: float, timeout: float) -> float:
     deadline = time.monotonic() + timeout
-    while (n := counters(url, EVENTS_METRIC).get(EVENTS_METRIC, 0.0)) < target:
+    while (n := counter(url, EVENTS_METRIC)) < target:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the worker stopped or stalled at {n:,.0f} of {target:,.0f} events")
         time.sleep(POLL_S)
@@ -198,9 +198,7 @@ def main() -> None:
                 time.sleep(1.0)
                 rss_points.append(rss_bytes(proc.pid))
             rss_half, rss = rss_points
-            accounts_gauge = counters(url, "intent_stream_accounts").get(
-                "intent_stream_accounts", 0.0
-            )
+            accounts_gauge = counter(url, "intent_stream_accounts")
         finally:
             producer.close()
             stop_child(proc, timeout=30)

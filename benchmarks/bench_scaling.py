@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from harness import POLL_S, bench_settings, counters, metrics_url, spawn_worker, write_result
+from harness import POLL_S, bench_settings, counter, metrics_url, spawn_worker, write_result
 from kafka import KafkaProducer
 
 from intent_stream.client import route_records
@@ -68,7 +68,7 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
 
 
 def total(urls: list[str]) -> list[float]:
-    return [counters(url, METRIC).get(METRIC, 0.0) for url in urls]
+    return [counter(url, METRIC) for url in urls]
 
 
 def run(ep, n_workers: int, recs, warm, n_events: int) -> tuple[float, float]:

@@ -96,6 +96,11 @@ def counters(url: str, *names: str) -> dict[str, float]:
     return totals
 
 
+def counter(url: str, name: str) -> float:
+    """One metric of a worker's /metrics summed over its labels (0 if absent or unreachable)."""
+    return counters(url, name).get(name, 0.0)
+
+
 def preload(bootstrap: str, topic: str, recs: list[tuple[int | None, bytes, bytes]]) -> None:
     """Write (partition or None, key, value) records to ``topic`` and wait for them."""
     producer = KafkaProducer(

@@ -226,11 +226,13 @@ def _position(consumer: Any, tp: Any) -> int | None:
 
 
 def _transport(settings: Settings, metrics: Metrics) -> type[Any]:
-    """Faust's aiokafka transport with three changes to its consumer: its fetch wait is
-    ``settings.fetch_max_wait_ms``, and, so that a restarted or joining worker resumes every
-    partition with complete tables, changelog highwaters come from
-    :func:`confirm_end_offsets` (table recovery reads each changelog up to its highwater)
-    and seeking to committed offsets also moves partitions that have none."""
+    """Faust's aiokafka transport with four changes to its consumer: its fetch wait is
+    ``settings.fetch_max_wait_ms``; and, so that a restarted or joining worker resumes every
+    partition with complete tables and no record skipped, changelog highwaters come from
+    :func:`confirm_end_offsets` (table recovery reads each changelog up to its highwater),
+    seeking to committed offsets also moves partitions that have none, and stream records
+    are delivered in offset order from the committed offset (a fetch that skips ahead is
+    refilled; ``Consumer`` below)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
