@@ -5,8 +5,8 @@ Loads a topic with simulated journeys (seeded), then measures in the same run:
 - the worker: decode, validate, state, features, score, alert policy, Redis read model,
   timed from its first processed event to the last (start-up and group join excluded).
 Three layouts:
-- batched records on the account topic (the events of one account within a window, as the
-  ingest agent forwards them), scoring agent only;
+- batched records on the account topic, as the ingest agent forwards them (per tracker flush
+  of TICK events, one record per destination partition), scoring agent only;
 - one event per record on the account topic (what kcat or a third-party producer writes),
   scoring agent only, beside a plain Faust counting agent on the same topic (faust_count.py):
   the issue's yardstick for this layout is >= 0.8x that agent;
@@ -44,13 +44,12 @@ from intent_stream.client import route_records
 from intent_stream.embedded import EmbeddedStack, spawn_child, stop_child
 from intent_stream.settings import Settings
 from intent_stream.simulate import SimulationConfig, simulate
-from intent_stream.topics import ensure_topics
+from intent_stream.topics import ensure_topics, partition_for
 
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "2000"))
 ONE_EVENTS = int(os.environ.get("BENCH_ONE_EVENTS", "15000"))
 TICK = 400  # events per tracker flush on the raw topic (as in bench_ingest.py)
-WINDOW = 2_000
-PARTITIONS = 4  # events grouped per account within this many consecutive events
+PARTITIONS = 4
 
 
 _EVENTS: list[dict] = []
@@ -75,11 +74,16 @@ def records(layout: str) -> tuple[list[tuple[int | None, bytes, bytes]], int]:
             for r in route_records(events[start : start + TICK], partitions=PARTITIONS):
                 out.append((r.partition, r.key, r.value))
         return out, len(events)
-    for start in range(0, len(events), WINDOW):
-        groups: dict[str, list] = {}
-        for e in events[start : start + WINDOW]:
-            groups.setdefault(e["context"]["groupId"], []).append(e)
-        out.extend((None, k.encode(), orjson.dumps(v)) for k, v in groups.items())
+    for start in range(0, len(events), TICK):
+        # What the ingest agent forwards for one raw record: the events bound for each
+        # partition of the account topic, as one record, in their order.
+        groups: dict[int, list] = {}
+        for e in events[start : start + TICK]:
+            groups.setdefault(partition_for(e["context"]["groupId"], PARTITIONS), []).append(e)
+        out.extend(
+            (p, v[0]["context"]["groupId"].encode(), orjson.dumps({"batch": v}))
+            for p, v in groups.items()
+        )
     return out, len(events)
 
 
