@@ -50,8 +50,6 @@ from intent_stream.topics import partition_for
 __all__ = ["CheckedRecord", "IngestProcessor", "IngestResult", "Message"]
 
 _PERSON_FIELDS = ("userId", "anonymousId", "previousId")
-#: Where a message may carry an email address (in itself and in its ``context``).
-_EMAIL_HOLDERS = ("traits", "properties")
 #: How many accounts' event-topic partitions an :class:`IngestProcessor` remembers.
 _PARTITION_MEMORY = 65_536
 
@@ -156,24 +154,18 @@ class IngestProcessor:
                 value = body.get(name)
                 if value is None:
                     continue
-                if isinstance(value, int) and not isinstance(value, bool):
+                if type(value) is int:  # decoded JSON: an integer, not a boolean
                     value = str(value)
                 if isinstance(value, str):
                     body[name] = pseudo.person(value)
         else:
             for name in _PERSON_FIELDS:
-                value = body.get(name)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    body[name] = str(value)
-        for holder in (body, body.get("context")):
-            if not isinstance(holder, dict):
-                continue
-            for key in _EMAIL_HOLDERS:
-                traits = holder.get(key)
-                if isinstance(traits, dict):
-                    email = traits.get("email")
-                    if isinstance(email, str):
-                        traits["email"] = pseudo.email(email.strip().lower())
+                if type(body.get(name)) is int:
+                    body[name] = str(body[name])
+        _normalise_emails(body, pseudo)
+        context = body.get("context")
+        if isinstance(context, dict):
+            _normalise_emails(context, pseudo)
         return body
 
     def route(
@@ -363,11 +355,30 @@ class _Overlay(MutableMapping[str, Any]):
         self.changed.clear()
 
 
+def _normalise_emails(holder: dict[str, Any], pseudo: Pseudonymiser) -> None:
+    """Lower-case (and pseudonymise) ``traits.email`` and ``properties.email`` of ``holder``."""
+    traits = holder.get("traits")
+    if isinstance(traits, dict):
+        email = traits.get("email")
+        if isinstance(email, str):
+            traits["email"] = pseudo.email(email.strip().lower())
+    properties = holder.get("properties")
+    if isinstance(properties, dict):
+        email = properties.get("email")
+        if isinstance(email, str):
+            properties["email"] = pseudo.email(email.strip().lower())
+
+
 def _routed(body: dict[str, Any], account: str) -> dict[str, Any]:
-    """A copy of ``body`` for the event topic: its ``context.groupId`` names ``account``."""
+    """``body`` as an account event: its ``context.groupId`` names ``account``.
+
+    In place: a message is routed once, and a body is forwarded once (directly, or released
+    from the pending table, which then no longer holds it); copying each forwarded event and
+    its context cost more than the rest of its routing.
+    """
     context = body.get("context")
-    context = context.copy() if isinstance(context, dict) else {}
-    context["groupId"] = account
-    out = body.copy()
-    out["context"] = context
-    return out
+    if isinstance(context, dict):
+        context["groupId"] = account
+    else:
+        body["context"] = {"groupId": account}
+    return body
