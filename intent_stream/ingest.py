@@ -180,7 +180,9 @@ class IngestProcessor:
         """Resolve each message's account and decide where it goes.
 
         ``duplicates`` holds the indexes of messages already seen (by ``messageId``); they are
-        dropped. ``pending`` maps a visitor node to the events waiting for its account.
+        dropped. ``pending`` maps a visitor node to the events waiting for its account. A
+        forwarded message's body is the forwarded event (``context.groupId`` set in place):
+        route each checked record once.
         """
         result = IngestResult()
         written: set[str] = set()  # visitors this record already pended events for
