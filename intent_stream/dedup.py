@@ -69,6 +69,13 @@ class MessageDeduplicator:
         self._failures = 0
         self._retry_at = 0.0
         self._claim = client.register_script(_CLAIM)
+        # Keys are passed encoded, as redis-py would encode them: it packs a bytes argument
+        # for much less than a str (a record carries a hundred keys).
+        options = client.connection_pool.connection_kwargs  # what its get_encoder() reads
+        self._encoding: tuple[str, str] = (
+            options.get("encoding", "utf-8"),
+            options.get("encoding_errors", "strict"),
+        )
 
     async def duplicates(self, message_ids: Sequence[str | None], *, source: str) -> frozenset[int]:
         """Indexes of ``message_ids`` first seen in a record other than ``source``.
@@ -87,7 +94,9 @@ class MessageDeduplicator:
                 first[mid] = index
         if not first or self.window <= 0 or self.clock() < self._retry_at:
             return frozenset(found)
-        keys = [dedup_key(self.prefix, mid) for mid in first]
+        prefix = dedup_key(self.prefix, "")
+        encoding, errors = self._encoding
+        keys = [(prefix + mid).encode(encoding, errors) for mid in first]
         try:
             taken = await self._claim(keys=keys, args=[source, max(1, int(self.window))])
         except (RedisError, OSError) as exc:

@@ -237,10 +237,8 @@ def check_message(obj: Any, *, check_size: bool = False) -> dict[str, Any]:
     """
     body = _check_fields(obj)
     _check_times(body)
-    if check_size and len(orjson.dumps(body)) > MAX_EVENT_BYTES:
-        raise Rejected(
-            "too_large", f"an event may have at most {MAX_EVENT_BYTES} bytes", field="event"
-        )
+    if check_size:
+        _check_size(body)
     return body
 
 
@@ -303,13 +301,92 @@ def checked_event_time(
     >>> checked_event_time(body, received_at=1767225605.0)[1]
     1767225600.0
     """
-    body = _check_fields(obj)
-    times = _check_times(body)
-    if check_size and len(orjson.dumps(body)) > MAX_EVENT_BYTES:
+    body = obj if _plain(obj) else _check_fields(obj)
+    get = body.get
+    stamp = get("timestamp")
+    if (
+        stamp is None
+        or get("originalTimestamp") is not None
+        or get("sentAt") is not None
+        or get("receivedAt") is not None
+    ):
+        times = _check_times(body)
+        if check_size:
+            _check_size(body)
+        return body, _event_time(times, received_at=received_at, max_skew=max_skew)
+    # What trackers send: one explicit ``timestamp``, which then is the event time.
+    ts = parse_timestamp(stamp)
+    if check_size:
+        _check_size(body)
+    if (max_skew and ts > received_at + max_skew) or ts < MIN_EVENT_TIME:
+        _checked_time(ts, "timestamp", received_at, max_skew)  # raises
+    return body, ts
+
+
+def _check_size(body: dict[str, Any]) -> None:
+    if len(orjson.dumps(body)) > MAX_EVENT_BYTES:
         raise Rejected(
             "too_large", f"an event may have at most {MAX_EVENT_BYTES} bytes", field="event"
         )
-    return body, _event_time(times, received_at=received_at, max_skew=max_skew)
+
+
+def _plain_id(value: Any, limit: int = MAX_ID_LENGTH) -> bool:
+    """Whether ``value`` is an id :func:`_id` takes as it is: a non-empty string, not too long."""
+    return type(value) is str and 0 < len(value) <= limit
+
+
+def _plain(obj: Any) -> bool:
+    """Whether :func:`_check_fields` surely accepts ``obj``: the shape trackers write.
+
+    One pass of cheap tests instead of the rule-by-rule check. False only means "not sure"
+    (an integer id, a rule broken, ...): the full check then runs and names what is wrong,
+    so the outcome never depends on which path ran.
+
+    >>> _plain({"type": "page", "anonymousId": "c1", "context": {"groupId": "acme.com"}})
+    True
+    >>> _plain({"type": "page", "userId": 42}), _plain({"type": "track", "userId": "u1"})
+    (False, False)
+    """
+    if type(obj) is not dict:
+        return False
+    get = obj.get
+    kind = get("type")
+    if type(kind) is not str or kind not in SEGMENT_TYPES:
+        return False
+    # The ids, inline: these tests run for every message.
+    user = get("userId")
+    if user is not None and not (type(user) is str and 0 < len(user) <= MAX_ID_LENGTH):
+        return False
+    anon = get("anonymousId")
+    if anon is None:
+        if user is None:
+            return False
+    elif not (type(anon) is str and 0 < len(anon) <= MAX_ID_LENGTH):
+        return False
+    mid = get("messageId")
+    if mid is not None and not (type(mid) is str and 0 < len(mid) <= MAX_ID_LENGTH):
+        return False
+    if kind == "track":
+        if not _plain_id(get("event"), MAX_NAME_LENGTH):
+            return False
+    elif kind == "group":
+        if not _plain_id(get("groupId")):
+            return False
+    elif kind == "alias" and not _plain_id(get("previousId")):
+        return False
+    context = get("context")
+    if context is not None:
+        if type(context) is not dict:
+            return False
+        gid = context.get("groupId")
+        if gid is not None and not _plain_id(gid):
+            return False
+    properties, traits, integrations = get("properties"), get("traits"), get("integrations")
+    return (
+        (properties is None or type(properties) is dict)
+        and (traits is None or type(traits) is dict)
+        and (integrations is None or type(integrations) is dict)
+    )
 
 
 def event_time(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,59 +282,76 @@ class IdentityGraph:
             yield IdentityEdge("account", node, account, via, 0.0)
 
     def observe(self, event: dict[str, Any], *, ts: float) -> list[IdentityEdge]:
-        """Learn what an event says about identity; return the edges that changed."""
+        """Learn what an event says about identity; return the edges that changed.
+
+        Most events repeat what the graph knows: those are answered from its dicts, without
+        building an edge that would change nothing.
+        """
         kind = event.get("type")
         user = _str_id(event.get("userId"))
         anon = _str_id(event.get("anonymousId"))
+        if user is None:
+            if anon is None:
+                return []
+            node = "anon:" + anon
+        else:
+            node = "user:" + user
         changed: list[IdentityEdge] = []
         if kind == "alias":
             previous = _str_id(event.get("previousId"))
             if previous is not None and user is not None and previous != user:
                 # previousId is usually the cookie; when it is an old userId, both are users.
-                changed += self._link(previous, node_of("user", user), "alias", ts)
+                changed += self._link(previous, node, "alias", ts)
         if anon is not None and user is not None:
-            changed += self._link(anon, node_of("user", user), kind or "", ts)
-        node = node_of("user", user) if user is not None else node_of("anon", anon or "")
-        if user is None and anon is None:
-            return changed
-        for account, via in self._account_evidence(event):
-            changed += self._claim(node, account, via, ts)
+            changed += self._link(anon, node, kind or "", ts)
+        evidence = self._account_evidence(event)
+        if evidence is not None:
+            changed += self._claim(node, evidence[0], evidence[1], ts)
         return changed
 
     def _link(self, anon: str, user_node: str, via: str, ts: float) -> list[IdentityEdge]:
-        edge = IdentityEdge("person", node_of("anon", anon), user_node, via, ts)
+        anon_node = "anon:" + anon
+        if self._person.get(anon_node) == user_node:
+            return []  # known already: the edge would change nothing
+        edge = IdentityEdge("person", anon_node, user_node, via, ts)
         return [edge] if self.apply(edge) else []
 
     def _claim(self, node: str, account: str, via: str, ts: float) -> list[IdentityEdge]:
         current = self._account.get(node)
-        if current is not None and VIA_RANK[current[1]] > VIA_RANK[via]:
-            return []
+        if current is not None:
+            if current[0] == account and current[1] == via:
+                return []  # known already: the edge would change nothing
+            if VIA_RANK[current[1]] > VIA_RANK[via]:
+                return []
         edge = IdentityEdge("account", node, account, via, ts)
         return [edge] if self.apply(edge) else []
 
-    def _account_evidence(self, event: dict[str, Any]) -> Iterable[tuple[str, str]]:
-        """(account, via) pairs an event offers, strongest first; only the first is used."""
+    def _account_evidence(self, event: dict[str, Any]) -> tuple[str, str] | None:
+        """The strongest (account, via) an event offers, if any."""
         if event.get("type") == "group":
             gid = _str_id(event.get("groupId"))
             if gid is not None:
-                return [(gid, "group")]
+                return gid, "group"
         context = event.get("context")
-        context = context if isinstance(context, dict) else {}
-        gid = _str_id(context.get("groupId"))
-        if gid is not None:
-            return [(gid, "context")]
-        for traits in (event.get("traits"), context.get("traits")):
+        if isinstance(context, dict):
+            gid = _str_id(context.get("groupId"))
+            if gid is not None:
+                return gid, "context"
+            holders = (event.get("traits"), context.get("traits"))
+        else:
+            holders = (event.get("traits"), None)
+        for traits in holders:
             if not isinstance(traits, dict):
                 continue
             company = traits.get("company")
             if isinstance(company, dict):
                 cid = _str_id(company.get("id"))
                 if cid is not None and len(cid) <= _MAX_ACCOUNT_ID:
-                    return [(cid, "company")]
+                    return cid, "company"
             domain = email_domain(traits.get("email"), self.freemail)
             if domain is not None and len(domain) <= _MAX_ACCOUNT_ID:
-                return [(domain, "email_domain")]
-        return []
+                return domain, "email_domain"
+        return None
 
 
 def _str_id(value: Any) -> str | None:

@@ -43,13 +43,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from intent_stream.events import Rejected, checked_event_time, decode_record
-from intent_stream.identity import IdentityEdge, IdentityGraph, Pseudonymiser, node_of
+from intent_stream.identity import IdentityEdge, IdentityGraph, Pseudonymiser
 from intent_stream.pipeline import DeadLetter, dump_event, iso
 from intent_stream.topics import partition_for
 
 __all__ = ["CheckedRecord", "IngestProcessor", "IngestResult", "Message"]
 
 _PERSON_FIELDS = ("userId", "anonymousId", "previousId")
+#: How many accounts' event-topic partitions an :class:`IngestProcessor` remembers.
+_PARTITION_MEMORY = 65_536
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class IngestProcessor:
         self.lookback = lookback
         self.pending_max = pending_max
         self.max_skew = max_skew
+        self._partitions: dict[str, int] = {}
 
     def check(self, value: bytes | None, *, received_at: float) -> CheckedRecord:
         """Decode, check and normalise a raw record's messages."""
@@ -124,42 +127,45 @@ class IngestProcessor:
             return out
         big = value is not None and len(value) > 32_000
         arrived = iso(received_at)
+        max_skew, normalise = self.max_skew, self._normalise
+        messages = out.messages
         for raw in raw_messages:
             try:
                 body, ts = checked_event_time(
-                    raw, received_at=received_at, max_skew=self.max_skew, check_size=big
+                    raw, received_at=received_at, max_skew=max_skew, check_size=big
                 )
             except Rejected as exc:
                 out.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
                 continue
-            out.messages.append(Message(self._normalise(body, ts, arrived), ts))
+            messages.append(Message(normalise(body, ts, arrived), ts))
         return out
 
     def _normalise(self, body: dict[str, Any], ts: float, arrived: str) -> dict[str, Any]:
-        body = dict(body)
+        """``body`` normalised in place: it was decoded for this record and nothing else
+        holds it (a rejected message's dead letter is written before any change)."""
         stamp = body.get("timestamp")
         # An ISO-8601 UTC timestamp is already what we would write: keep it (formatting costs).
         if not (isinstance(stamp, str) and stamp.endswith("Z")):
             body["timestamp"] = iso(ts)
         body.setdefault("receivedAt", arrived)
         pseudo = self.pseudonymiser
-        enabled = pseudo.enabled
-        for name in _PERSON_FIELDS:
-            value = body.get(name)
-            if value is None:
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = body[name] = str(value)
-            if enabled and isinstance(value, str):
-                body[name] = pseudo.person(value)
-        for holder in (body, body.get("context")):
-            if not isinstance(holder, dict):
-                continue
-            for key in ("traits", "properties"):
-                traits = holder.get(key)
-                if isinstance(traits, dict) and isinstance(traits.get("email"), str):
-                    email = traits["email"].strip().lower()
-                    holder[key] = {**traits, "email": pseudo.email(email)}
+        if pseudo.enabled:
+            for name in _PERSON_FIELDS:
+                value = body.get(name)
+                if value is None:
+                    continue
+                if type(value) is int:  # decoded JSON: an integer, not a boolean
+                    value = str(value)
+                if isinstance(value, str):
+                    body[name] = pseudo.person(value)
+        else:
+            for name in _PERSON_FIELDS:
+                if type(body.get(name)) is int:
+                    body[name] = str(body[name])
+        _normalise_emails(body, pseudo)
+        context = body.get("context")
+        if isinstance(context, dict):
+            _normalise_emails(context, pseudo)
         return body
 
     def route(
@@ -174,27 +180,39 @@ class IngestProcessor:
         """Resolve each message's account and decide where it goes.
 
         ``duplicates`` holds the indexes of messages already seen (by ``messageId``); they are
-        dropped. ``pending`` maps a visitor node to the events waiting for its account.
+        dropped. ``pending`` maps a visitor node to the events waiting for its account. A
+        forwarded message's body is the forwarded event (``context.groupId`` set in place):
+        route each checked record once.
         """
         result = IngestResult()
         written: set[str] = set()  # visitors this record already pended events for
         # The pending entries this record changed, written to ``pending`` once at the end: a
         # visitor with many events in a record is decoded and encoded once, not per event.
         overlay = _Overlay(pending)
+        changed, table = overlay.changed, overlay.table
+        observe, resolve = self.graph.observe, self.graph.resolve
+        edges, accepted = result.edges, result.accepted
+        forwards, destination = result.forwards, self._destination
         for index, message in enumerate(messages):
-            if index in duplicates:
+            if duplicates and index in duplicates:
                 result.duplicates += 1
                 continue
             body = message.body
-            result.edges += self.graph.observe(body, ts=message.ts)
-            user = _opt_str(body.get("userId"))
-            anon = _opt_str(body.get("anonymousId"))
-            account = self.graph.resolve(user_id=user, anonymous_id=anon)
-            result.accepted[str(body["type"])] += 1
+            found = observe(body, ts=message.ts)
+            if found:
+                edges += found
+            user = body.get("userId")
+            if not (isinstance(user, str) and user):
+                user = None
+            anon = body.get("anonymousId")
+            if not (isinstance(anon, str) and anon):
+                anon = None
+            account = resolve(user_id=user, anonymous_id=anon)
+            accepted[str(body["type"])] += 1
             if account is None:
                 self._pend(
                     overlay,
-                    node_of("anon", anon) if anon else node_of("user", user or ""),
+                    "anon:" + anon if anon else "user:" + (user or ""),
                     message,
                     partition,
                     offset,
@@ -202,19 +220,34 @@ class IngestProcessor:
                     written,
                 )
                 continue
-            for node in _nodes(user, anon):
-                if node in overlay:
+            # Events of this person's visitor node(s) waiting for an account go first.
+            if anon is not None:
+                node = "anon:" + anon
+                if node in changed or node in table:
                     self._release(overlay, node, account, message.ts, result)
-            self._forward(result, account, body)
+            if user is not None:
+                node = "user:" + user
+                if node in changed or node in table:
+                    self._release(overlay, node, account, message.ts, result)
+            dest = destination(account)
+            batch = forwards.get(dest)
+            if batch is None:
+                batch = forwards[dest] = []
+            batch.append(_routed(body, account))
         overlay.write()
         return result
 
+    def _destination(self, account: str) -> int:
+        """The event-topic partition of ``account`` (remembered: accounts recur)."""
+        found = self._partitions.get(account)
+        if found is None:
+            if len(self._partitions) >= _PARTITION_MEMORY:
+                self._partitions.clear()
+            found = self._partitions[account] = partition_for(account, self.partitions)
+        return found
+
     def _forward(self, result: IngestResult, account: str, body: dict[str, Any]) -> None:
-        context = body.get("context")
-        context = dict(context) if isinstance(context, dict) else {}
-        context["groupId"] = account
-        out = {**body, "context": context}
-        result.forwards.setdefault(partition_for(account, self.partitions), []).append(out)
+        result.forwards.setdefault(self._destination(account), []).append(_routed(body, account))
 
     def _pend(
         self,
@@ -324,14 +357,30 @@ class _Overlay(MutableMapping[str, Any]):
         self.changed.clear()
 
 
-def _nodes(user: str | None, anon: str | None) -> list[str]:
-    nodes = []
-    if anon is not None:
-        nodes.append(node_of("anon", anon))
-    if user is not None:
-        nodes.append(node_of("user", user))
-    return nodes
+def _normalise_emails(holder: dict[str, Any], pseudo: Pseudonymiser) -> None:
+    """Lower-case (and pseudonymise) ``traits.email`` and ``properties.email`` of ``holder``."""
+    traits = holder.get("traits")
+    if isinstance(traits, dict):
+        email = traits.get("email")
+        if isinstance(email, str):
+            traits["email"] = pseudo.email(email.strip().lower())
+    properties = holder.get("properties")
+    if isinstance(properties, dict):
+        email = properties.get("email")
+        if isinstance(email, str):
+            properties["email"] = pseudo.email(email.strip().lower())
 
 
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _routed(body: dict[str, Any], account: str) -> dict[str, Any]:
+    """``body`` as an account event: its ``context.groupId`` names ``account``.
+
+    In place: a message is routed once, and a body is forwarded once (directly, or released
+    from the pending table, which then no longer holds it); copying each forwarded event and
+    its context cost more than the rest of its routing.
+    """
+    context = body.get("context")
+    if isinstance(context, dict):
+        context["groupId"] = account
+    else:
+        body["context"] = {"groupId": account}
+    return body

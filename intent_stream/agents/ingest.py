@@ -97,17 +97,20 @@ async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
         )
         metrics.ingest_forwarded.inc()
     graph, prefix = engine.ingest.graph, settings.redis_prefix
+    kinds: dict[str, int] = {}  # edges by kind, counted once per record (labels() costs)
     for edge in result.edges:
         await observe_send(
             produce(engine, settings.identity_topic, key=edge.key.encode(), value=edge.to_bytes()),
             metrics=metrics,
             topic="identity",
         )
-        metrics.identity_edges.labels(kind=edge.kind).inc()
+        kinds[edge.kind] = kinds.get(edge.kind, 0) + 1
         for node in (edge.node, edge.target if edge.kind == "person" else None):
             if node is not None:
                 snapshot = orjson.dumps(graph.describe(node))
                 engine.read_model.put(identity_key(prefix, node), snapshot)
+    for kind, n in kinds.items():
+        metrics.identity_edges.labels(kind=kind).inc(n)
     for kind, n in result.accepted.items():
         metrics.ingest_messages.labels(type=kind).inc(n)
     if result.duplicates:

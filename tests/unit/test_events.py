@@ -2,8 +2,20 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from intent_stream.events import MAX_RECORD_BYTES, Rejected, decode_record, parse_event
+from intent_stream.events import (
+    MAX_RECORD_BYTES,
+    Rejected,
+    _check_fields,
+    _plain,
+    check_message,
+    checked_event_time,
+    decode_record,
+    event_time,
+    parse_event,
+)
 
 
 def _event(**overrides):
@@ -92,3 +104,150 @@ def test_an_unhashable_type_or_an_overlong_account_is_rejected_not_raised():
     with pytest.raises(Rejected) as info:
         check_message({"type": "page", "userId": "u", "context": {"groupId": "a" * 300}})
     assert info.value.field == "groupId"
+
+
+_ids = st.one_of(
+    st.none(),
+    st.sampled_from(["", "u", "x" * 256, "x" * 257]),
+    st.text(max_size=3),
+    st.integers(min_value=-5, max_value=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=1),
+)
+_stamps = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.000+02:00",
+            "2026-01-01T00:00:00.000",
+            "2026-02-30T00:00:00.000Z",
+            "1999-12-31T23:59:59.999Z",
+            "2099-01-01T00:00:00.000Z",
+            "yesterday",
+            "",
+        ]
+    ),
+    st.integers(min_value=-1, max_value=4_102_444_800_000),
+    st.floats(allow_nan=True),
+    st.booleans(),
+)
+_objects = st.one_of(
+    st.none(),
+    st.dictionaries(st.sampled_from(["groupId", "email", "x"]), _ids, max_size=2),
+    st.lists(st.integers(), max_size=1),
+    st.text(max_size=2),
+)
+_fields = {
+    "type": st.sampled_from(["page", "track", "identify", "group", "alias", "screen", "x", 3]),
+    "userId": _ids,
+    "anonymousId": _ids,
+    "messageId": _ids,
+    "event": st.one_of(_ids, st.sampled_from(["e" * 200, "e" * 201])),
+    "groupId": _ids,
+    "previousId": _ids,
+    "timestamp": _stamps,
+    "originalTimestamp": _stamps,
+    "sentAt": _stamps,
+    "receivedAt": _stamps,
+    "context": _objects,
+    "properties": _objects,
+    "traits": _objects,
+    "integrations": _objects,
+    "blob": st.sampled_from(["", "y" * 33_000]),
+}
+
+
+@st.composite
+def _tracker_messages(draw):
+    """What trackers send (one valid message of each type), with a few fields changed."""
+    kind = draw(st.sampled_from(["page", "track", "identify", "group", "alias", "screen"]))
+    message = {
+        "type": kind,
+        "messageId": "m-1",
+        "anonymousId": "c-1",
+        "userId": "u-1",
+        "event": "Demo Requested",
+        "groupId": "acme.com",
+        "previousId": "c-0",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "context": {"groupId": "acme.com", "page": {"path": "/"}},
+        "properties": {"path": "/"},
+        "traits": {"email": "ann@acme.com"},
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(_fields)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            message.pop(name, None)
+        else:
+            message[name] = draw(_fields[name])
+    return message
+
+
+messages = st.one_of(
+    _tracker_messages(),
+    st.fixed_dictionaries({}, optional=_fields),
+    st.lists(st.integers(), max_size=1),
+    st.text(max_size=3),
+)
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Rejected as exc:
+        return (exc.reason, exc.detail, exc.field)
+
+
+@settings(max_examples=600, deadline=None)
+@given(messages, st.booleans(), st.sampled_from([0.0, 86_400.0]))
+def test_checked_event_time_agrees_with_check_message_then_event_time(message, size, skew):
+    # checked_event_time has a fast path for the common shape; the rule-by-rule functions
+    # are the reference: the same body and time, or the same rejection.
+    received = 1_767_225_600.0
+    expected = _outcome(
+        lambda: (
+            check_message(message, check_size=size),
+            event_time(message, received_at=received, max_skew=skew),
+        )
+    )
+    got = _outcome(
+        lambda: checked_event_time(message, received_at=received, max_skew=skew, check_size=size)
+    )
+    assert repr(got) == repr(expected)
+    if _plain(message):
+        assert _check_fields(message) is message
+
+
+def test_checked_event_time_agrees_with_the_rules_at_every_field_boundary():
+    received = 1_767_225_600.0
+    values = ["", "x", "x" * 200, "x" * 201, "x" * 256, "x" * 257, 5, True, None, [1], {}]
+    stamps = ["2026-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2026-01-03T00:00:00Z", "x", 5]
+    for kind in ["page", "track", "identify", "group", "alias", "screen"]:
+        base = {
+            "type": kind,
+            "userId": "u-1",
+            "event": "Demo Requested",
+            "groupId": "acme.com",
+            "previousId": "c-0",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+        }
+        changes = [(name, v) for name in _ID_FIELDS for v in values]
+        changes += [(name, s) for name in ("timestamp", "sentAt", "receivedAt") for s in stamps]
+        changes += [(name, v) for name in ("context", "properties", "traits") for v in ([], "x")]
+        for name, value in changes:
+            message = dict(base, **{name: value})
+            if name == "anonymousId":
+                del message["userId"]
+            if name == "context.groupId":
+                del message[name]
+                message["context"] = {"groupId": value}
+            expected = _outcome(
+                lambda m=message: (check_message(m), event_time(m, received_at=received))
+            )
+            got = _outcome(lambda m=message: checked_event_time(m, received_at=received))
+            assert repr(got) == repr(expected), (kind, name, value)
+
+
+_ID_FIELDS = ["userId", "anonymousId", "messageId", "event", "groupId", "previousId"]
+_ID_FIELDS.append("context.groupId")

@@ -58,3 +58,15 @@ def test_pseudonymiser_is_keyed_and_stable():
     assert a.person("u1") == a.person("u1")
     assert a.person("u1") != b.person("u1")
     assert "ann" not in a.email("ann@acme.com")
+
+
+def test_repeated_evidence_returns_no_edges_and_changes_nothing():
+    g = IdentityGraph()
+    event = {"type": "identify", "anonymousId": "c1", "userId": "u1", "context": {"groupId": "a"}}
+    assert [e.kind for e in g.observe(event, ts=1)] == ["person", "account"]
+    known = list(g.edges())
+    assert g.observe(event, ts=2) == []
+    assert list(g.edges()) == known
+    # The same account named more explicitly is a change (the edge's via moves up).
+    group = g.observe({"type": "group", "userId": "u1", "groupId": "a"}, ts=3)
+    assert [(e.node, e.target, e.via) for e in group] == [("user:u1", "a", "group")]

@@ -163,3 +163,31 @@ def test_any_bytes_are_either_routed_or_dead_lettered_never_raised(value):
     assert all(d.reason and d.detail for d in checked.dead_letters)
     routed = sum(len(b) for b in result.forwards.values()) + result.pended
     assert routed == len(checked.messages)
+
+
+def test_every_email_holder_is_normalised_and_forwarded_events_name_their_account():
+    p = IngestProcessor(graph=IdentityGraph(), pseudonymiser=Pseudonymiser(b"k"), partitions=4)
+    event = {
+        "type": "identify",
+        "userId": 7,
+        "anonymousId": "c1",
+        "timestamp": int(T0 * 1000),
+        "traits": {"email": " Ann@ACME.com ", "company": {"id": "acme"}},
+        "properties": {"email": "Bob@Acme.com"},
+        "context": {"traits": {"email": "CAT@acme.com"}, "page": {"path": "/"}},
+    }
+    checked = p.check(orjson.dumps(event), received_at=T0)
+    body = checked.messages[0].body
+    assert list(body) == [*event, "receivedAt"]  # fields keep their order
+    assert body["userId"] == Pseudonymiser(b"k").person("7")
+    for holder in (body["traits"], body["properties"], body["context"]["traits"]):
+        assert holder["email"].endswith("@acme.com")
+        assert not holder["email"].startswith(("ann", "bob", "cat"))
+    result = p.route(checked.messages, pending={}, partition=0, offset=0)
+    (forwarded,) = [e for batch in result.forwards.values() for e in batch]
+    assert forwarded["context"] == {
+        "traits": body["context"]["traits"],
+        "page": {"path": "/"},
+        "groupId": "acme",
+    }
+    assert list(forwarded) == list(body)
