@@ -50,7 +50,12 @@ from intent_stream.scoring import (
     fit_traits,
     topic_of,
 )
-from intent_stream.scoring.stages import StageMachine, StageState, StageTransition
+from intent_stream.scoring.stages import (
+    StageMachine,
+    StageState,
+    StageTransition,
+    stored_history,
+)
 from intent_stream.topics import partition_for
 
 logger = logging.getLogger(__name__)
@@ -73,6 +78,8 @@ _ALERT_ACTIVITIES = 5
 #: Outcomes that mean "this account bought or is buying" (positive label) or did not.
 _POSITIVE = frozenset({"opportunity", "won"})
 _NEGATIVE = frozenset({"lost"})
+#: Distinct trait sets whose fit score and reasons are kept (see ``AccountProcessor._fit_of``).
+_FIT_CACHE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +195,10 @@ class AccountProcessor:
         self.fit = fit if fit is not None else FitModel()
         self.health = health if health is not None else ProgressiveValidation()
         self.stages = stages
+        # Fit score and reasons by the traits' JSON, for the fit model (and its number of
+        # labels, and the reasons shown) they were computed with: see _fit_of.
+        self._fit_cache: dict[bytes, list[Any]] = {}
+        self._fit_cached_for: tuple[FitModel, int, int] | None = None
         self._stages_read_fit = stages is not None and any(
             clause.measure == "fit"
             for spec in stages.model.stages
@@ -340,7 +351,7 @@ class AccountProcessor:
             if signals is not None
             else self.model.explain(view.features, top=self.top_reasons)
         )
-        fit_score = self.fit.score_one(view.traits)
+        fit_score = self.fit_score(view.traits)
         recent: dict[str, float] = {}
         topics: list[dict[str, Any]] = []
         if signals is not None:
@@ -355,7 +366,7 @@ class AccountProcessor:
             "reasons": [{"text": r.text, "points": round(r.contribution, 1)} for r in reasons],
             "fit_score": round(fit_score, 1),
             "fit_band": fit_band(fit_score),
-            "fit_reasons": [r.text for r in self.fit.explain(view.traits, top=self.top_reasons)],
+            "fit_reasons": self.fit_reasons(view.traits),
             "traits": view.traits,
             "signals": recent,
             "topics": topics,
@@ -363,9 +374,48 @@ class AccountProcessor:
             "events": view.events,
             "alerts": view.alerts,
             "last_event_at": iso(view.event_time),
-            "updated_at": iso(view.updated_at),
+            # Wall time differs at every update: formatted without the cache it would flush.
+            "updated_at": iso.__wrapped__(view.updated_at),
             **self.render_stage(view),
         }
+
+    def fit_score(self, traits: Mapping[str, Any]) -> float:
+        """The fit model's score of ``traits`` (``self.fit.score_one``, cached)."""
+        return float(self._fit_of(traits)[0])
+
+    def fit_reasons(self, traits: Mapping[str, Any]) -> list[str]:
+        """The texts of ``self.fit.explain(traits, top=self.top_reasons)`` (cached)."""
+        entry = self._fit_of(traits)
+        if entry[1] is None:
+            entry[1] = [r.text for r in self.fit.explain(traits, top=self.top_reasons)]
+        return list(entry[1])
+
+    def _fit_of(self, traits: Mapping[str, Any]) -> list[Any]:
+        """``[score, reason texts or None]`` of ``traits``.
+
+        Both depend only on the traits and the fit model, which changes only when it learns
+        (a won or lost deal: ``n_labels`` grows) or is replaced (a checkpoint restored): the
+        cache is emptied then, so it always returns what the model would. Accounts share few
+        trait sets (and an account's traits rarely change), while every read-model flush
+        renders each changed account's fit.
+        """
+        fit = self.fit
+        current = (fit, fit.n_labels, self.top_reasons)
+        cached_for = self._fit_cached_for
+        cache = self._fit_cache
+        if cached_for is None or cached_for[0] is not fit or cached_for[1:] != current[1:]:
+            cache.clear()
+            self._fit_cached_for = current
+        try:
+            key = orjson.dumps(traits)
+        except TypeError:  # not JSON (never so for stored traits): not cached
+            return [fit.score_one(traits), None]
+        entry = cache.get(key)
+        if entry is None:
+            if len(cache) >= _FIT_CACHE:
+                cache.clear()
+            entry = cache[key] = [fit.score_one(traits), None]
+        return entry
 
     def stage_step(
         self,
@@ -396,7 +446,7 @@ class AccountProcessor:
             intent_score=score,
             now=now,
             # A fit prediction per record only when some stage rule reads it.
-            fit=self.fit.score_one(traits or {}) if self._stages_read_fit else None,
+            fit=self.fit_score(traits or {}) if self._stages_read_fit else None,
         )
         result.transitions.extend(step.transitions)
         return step.state.to_dict()
@@ -531,7 +581,7 @@ class AccountProcessor:
         fit: list[float] = []
 
         def band() -> str:  # the fit score costs a prediction: only when a rule fires
-            fit.append(self.fit.score_one(scoring.traits))
+            fit.append(self.fit_score(scoring.traits))
             return fit_band(fit[0])
 
         new_state, decision = self.policy.decide_one(
@@ -543,7 +593,7 @@ class AccountProcessor:
             return new_state
         for rule in decision.rules:
             result.alert_triggers[(rule, "alerted")] += 1
-        fit_score = fit[0] if fit else self.fit.score_one(scoring.traits)
+        fit_score = fit[0] if fit else self.fit_score(scoring.traits)
         topics = signals.top_topics(now)
         stage_now = str(stage["s"]) if stage is not None else None
         alert = self._alert(
@@ -655,7 +705,7 @@ def _previous_stage(stage: Mapping[str, Any] | None) -> str | None:
     """The stage the account was in before its current one (from the stage history)."""
     if stage is None:
         return None
-    history = StageState.from_dict(stage).history
+    history = stored_history(stage)
     if history and history[-1][1] == stage["s"]:
         return history[-1][0]  # type: ignore[no-any-return]
     return None
