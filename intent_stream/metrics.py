@@ -435,7 +435,7 @@ class Metrics:
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*values)
-        return found  # type: ignore[no-any-return]
+        return found
 
     def count_marketing(self, counts: Mapping[tuple[str, str, str, str], int]) -> None:
         """Add ``(signal, channel, campaign, content_type)`` counts, bounding the campaign.
