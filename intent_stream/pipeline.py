@@ -119,6 +119,9 @@ class AccountView:
     traits: dict[str, Any] = field(default_factory=dict)
     #: The account's stored stage state (see :meth:`AccountProcessor.stage_step`), if any.
     stage: dict[str, Any] | None = None
+    #: The intent prior's points per feature of ``features`` (``IntentModel.score_explained``),
+    #: so that rendering does not compute them again; None: computed when rendered.
+    contributions: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -130,6 +133,7 @@ class _Scoring:
     traits: dict[str, Any]  # firmographics for the fit model
     at: float  # event time of the newest signal applied
     dirty: bool = False  # signals changed since the last snapshot
+    contributions: dict[str, float] | None = None  # the prior's points, once scored
 
 
 @dataclass(slots=True)
@@ -269,7 +273,7 @@ class AccountProcessor:
         n_events += len(events)
         x = signals.features(now)
         self._snapshot(scoring, x, now)
-        score = self.model.score_one(x)
+        score, scoring.contributions = self.model.score_explained(x)
         stage = self.stage_step(
             account_id, state, events, signals, score, now, result, traits=scoring.traits
         )
@@ -297,6 +301,7 @@ class AccountProcessor:
             signals=signals,
             traits=scoring.traits,
             stage=stage,
+            contributions=scoring.contributions,
         )
 
     def forget(
@@ -347,9 +352,11 @@ class AccountProcessor:
         """
         signals, now = view.signals, view.event_time
         reasons = (
-            self.explain(view.features, signals, now)
+            self.explain(view.features, signals, now, contributions=view.contributions)
             if signals is not None
-            else self.model.explain(view.features, top=self.top_reasons)
+            else self.model.explain(
+                view.features, top=self.top_reasons, contributions=view.contributions
+            )
         )
         fit_score = self.fit_score(view.traits)
         recent: dict[str, float] = {}
@@ -457,14 +464,26 @@ class AccountProcessor:
             return {}
         return self.stages.view(view.account_id, view.stage)
 
-    def explain(self, x: Mapping[str, float], signals: AccountSignals, now: float) -> list[Reason]:
-        """The intent score's reasons; a topic surge is named after its topic."""
+    def explain(
+        self,
+        x: Mapping[str, float],
+        signals: AccountSignals,
+        now: float,
+        *,
+        contributions: Mapping[str, float] | None = None,
+    ) -> list[Reason]:
+        """The intent score's reasons; a topic surge is named after its topic.
+
+        ``contributions``: the prior's points for ``x``, if known (see ``AccountView``).
+        """
         phrases: dict[str, str] = {}
         if x.get("topic_surge"):
             best = signals.surge.strongest(signals.topics, now, since=signals.first_seen)
             if best is not None:
                 phrases["topic_surge"] = f"surging interest in {best[0]} (surge {best[1]:.0f})"
-        return self.model.explain(x, top=self.top_reasons, phrases=phrases)
+        return self.model.explain(
+            x, top=self.top_reasons, phrases=phrases, contributions=contributions
+        )
 
     # -- delayed labels, topics and fit traits (issue 4) -----------------------------------
     def _open_scoring(
@@ -647,7 +666,7 @@ class AccountProcessor:
         rule = decision.rule or INTENT_RULE
         aid = alert_id(account_id, rule, state.episode)
         signals, traits = scoring.signals, scoring.traits
-        reasons = self.explain(x, signals, now)
+        reasons = self.explain(x, signals, now, contributions=scoring.contributions)
         band = fit_band(fit_score)
         show = self.policy.show_emails
         stage_now = str(stage["s"]) if stage is not None else None
