@@ -478,7 +478,7 @@ class AccountProcessor:
         """
         phrases: dict[str, str] = {}
         if x.get("topic_surge"):
-            best = signals.surge.strongest(signals.topics, now, since=signals.first_seen)
+            best = signals.strongest_topic(now)
             if best is not None:
                 phrases["topic_surge"] = f"surging interest in {best[0]} (surge {best[1]:.0f})"
         return self.model.explain(
