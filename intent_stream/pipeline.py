@@ -136,6 +136,16 @@ class _Scoring:
     contributions: dict[str, float] | None = None  # the prior's points, once scored
 
 
+def _counter() -> Counter[Any]:
+    """An empty ``Counter``, without ``Counter.__init__``'s call to ``update()`` (which has
+    nothing to add): a record's result starts six of them.
+
+    >>> c = _counter(); c["page"] += 1; c
+    Counter({'page': 1})
+    """
+    return Counter.__new__(Counter)
+
+
 @dataclass(slots=True)
 class RecordResult:
     """What processing one record produced."""
@@ -143,17 +153,17 @@ class RecordResult:
     alerts: list[OutgoingAlert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     snapshots: dict[str, AccountView] = field(default_factory=dict)
-    applied: Counter[str] = field(default_factory=Counter)
+    applied: Counter[str] = field(default_factory=_counter)
     skipped: int = 0
-    labels: Counter[str] = field(default_factory=Counter)
-    signals: Counter[str] = field(default_factory=Counter)
+    labels: Counter[str] = field(default_factory=_counter)
+    signals: Counter[str] = field(default_factory=_counter)
     #: Signals by (signal, channel, campaign, content type); campaigns not yet bounded.
-    marketing: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    marketing: Counter[tuple[str, str, str, str]] = field(default_factory=_counter)
     surges: int = 0
     #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
     transitions: list[StageTransition] = field(default_factory=list)
     #: Alert rules that fired, by (rule, outcome): alerted, cooldown or weak_fit.
-    alert_triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    alert_triggers: Counter[tuple[str, str]] = field(default_factory=_counter)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -358,7 +368,7 @@ class AccountProcessor:
                 view.features, top=self.top_reasons, contributions=view.contributions
             )
         )
-        fit_score = self.fit_score(view.traits)
+        fit_score, fit_reasons = self.fit_explained(view.traits)
         recent: dict[str, float] = {}
         topics: list[dict[str, Any]] = []
         if signals is not None:
@@ -373,7 +383,7 @@ class AccountProcessor:
             "reasons": [{"text": r.text, "points": round(r.contribution, 1)} for r in reasons],
             "fit_score": round(fit_score, 1),
             "fit_band": fit_band(fit_score),
-            "fit_reasons": self.fit_reasons(view.traits),
+            "fit_reasons": fit_reasons,
             "traits": view.traits,
             "signals": recent,
             "topics": topics,
@@ -388,23 +398,22 @@ class AccountProcessor:
 
     def fit_score(self, traits: Mapping[str, Any]) -> float:
         """The fit model's score of ``traits`` (``self.fit.score_one``, cached)."""
-        return float(self._fit_of(traits)[0])
+        return float(self._fit_of(traits, reasons=False)[0])
 
-    def fit_reasons(self, traits: Mapping[str, Any]) -> list[str]:
-        """The texts of ``self.fit.explain(traits, top=self.top_reasons)`` (cached)."""
-        entry = self._fit_of(traits)
-        if entry[1] is None:
-            entry[1] = [r.text for r in self.fit.explain(traits, top=self.top_reasons)]
-        return list(entry[1])
+    def fit_explained(self, traits: Mapping[str, Any]) -> tuple[float, list[str]]:
+        """The fit score of ``traits`` and the texts of its reasons
+        (``self.fit.explain(traits, top=self.top_reasons)``), cached."""
+        score, reasons = self._fit_of(traits, reasons=True)
+        return float(score), list(reasons)
 
-    def _fit_of(self, traits: Mapping[str, Any]) -> list[Any]:
-        """``[score, reason texts or None]`` of ``traits``.
+    def _fit_of(self, traits: Mapping[str, Any], *, reasons: bool) -> list[Any]:
+        """``[score, reason texts or None]`` of ``traits`` (the texts when ``reasons``).
 
         Both depend only on the traits and the fit model, which changes only when it learns
         (a won or lost deal: ``n_labels`` grows) or is replaced (a checkpoint restored): the
-        cache is emptied then, so it always returns what the model would. Accounts share few
-        trait sets (and an account's traits rarely change), while every read-model flush
-        renders each changed account's fit.
+        cache is emptied then, so it always returns what the model would. An account is
+        scored for fit by its alerts and rendered at every read-model flush it changed in,
+        mostly with the same traits and the same fit model.
         """
         fit = self.fit
         current = (fit, fit.n_labels, self.top_reasons)
@@ -414,14 +423,20 @@ class AccountProcessor:
             cache.clear()
             self._fit_cached_for = current
         try:
-            key = orjson.dumps(traits)
+            key: bytes | None = orjson.dumps(traits)
         except TypeError:  # not JSON (never so for stored traits): not cached
-            return [fit.score_one(traits), None]
-        entry = cache.get(key)
-        if entry is None:
-            if len(cache) >= _FIT_CACHE:
-                cache.clear()
-            entry = cache[key] = [fit.score_one(traits), None]
+            key = None
+        entry = cache.get(key) if key is not None else None
+        if entry is None or (reasons and entry[1] is None):
+            if reasons:
+                score, why = fit.score_explain(traits, top=self.top_reasons)
+                entry = [score, [r.text for r in why]]
+            else:
+                entry = [fit.score_one(traits), None]
+            if key is not None:
+                if len(cache) >= _FIT_CACHE:
+                    cache.clear()
+                cache[key] = entry
         return entry
 
     def stage_step(

@@ -260,9 +260,11 @@ class IntentModel:
             contributions = self._prior.contributions(x)
         contrib = {k: (1.0 - w) * v for k, v in contributions.items()}
         if w:
-            weights = self.model.weights
-            for name, value in _inputs(x).items():
-                c = w * 10.0 * weights.get(name, 0.0) * value
+            weights, w10, log1p = self.model.weights, w * 10.0, math.log1p
+            for name, value in x.items():  # the regression's inputs (_inputs), inline
+                if name in _LOG_INPUTS:
+                    value = log1p(max(value, 0.0))
+                c = w10 * weights.get(name, 0.0) * value  # (w * 10.0) * weight * value
                 if c:
                     contrib[name] = contrib.get(name, 0.0) + c
         ranked = sorted(contrib.items(), key=lambda kv: -abs(kv[1]))

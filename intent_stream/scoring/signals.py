@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from intent_stream.scoring.surge import TopicSurge, normalise_topic
@@ -245,7 +246,9 @@ def _dense_days(days: Mapping[int, int]) -> list[int]:
         return []
     last = max(days)
     first = max(min(days), last - 27)
-    return [first, *(days.get(d, 0) for d in range(first, last + 1))]
+    out = [first]
+    out += map(days.get, range(first, last + 1), repeat(0))
+    return out
 
 
 def _sparse_days(data: Any) -> dict[int, int]:
