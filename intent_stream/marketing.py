@@ -44,8 +44,8 @@ dimensions come from the Segment event alone (no state, no I/O):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -262,66 +262,61 @@ def normalise_campaign(value: Any) -> str:
 
 
 _EMPTY: Mapping[str, Any] = {}
+#: Entries each memo below keeps before it is emptied (their keys are free text).
+_MEMO_MAX = 4096
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Memo(Generic[_K, _V]):
+    """A bounded memo of a pure function of one string (or pair of strings): emptied when
+    full, so it is exact and its memory bounded whatever the traffic. Signals repeat the
+    same few campaign names, pages and referrers, whose parsing costs more than a lookup.
+
+    >>> lengths = _Memo(len)
+    >>> lengths("abc"), lengths("abc"), len(lengths._cache)
+    (3, 3, 1)
+    """
+
+    __slots__ = ("_cache", "_fn")
+
+    def __init__(self, fn: Callable[[_K], _V]) -> None:
+        self._fn = fn
+        self._cache: dict[_K, _V] = {}
+
+    def __call__(self, key: _K) -> _V:
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        if len(cache) >= _MEMO_MAX:
+            cache.clear()
+        found = cache[key] = self._fn(key)
+        return found
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else _EMPTY
 
 
-class _Fields:
-    """The parts of an event the dimensions read, looked up once per event."""
-
-    __slots__ = ("_query", "campaign", "event", "page", "props", "url")
-
-    def __init__(self, event: Mapping[str, Any]) -> None:
-        context = _dict(event.get("context"))
-        self.event = event
-        self.props = _dict(event.get("properties"))
-        self.page = _dict(context.get("page"))
-        self.campaign = _dict(context.get("campaign"))
-        url = self.page.get("url") or self.props.get("url")
-        self.url = url if isinstance(url, str) else ""
-        self._query: dict[str, list[str]] | None = None
-
-    def query(self) -> dict[str, list[str]]:
-        """The page URL's query parameters (``context.page.search`` or the URL's query)."""
-        if self._query is None:
-            search = self.page.get("search")
-            if not isinstance(search, str) or not search:
-                search = self.url.partition("?")[2].partition("#")[0]
-            self._query = parse_qs(search.lstrip("?")) if search else {}
-        return self._query
-
-    def utm(self, key: str) -> str:
-        """A campaign field (``name``, ``source``, ``medium``...) from wherever it is."""
-        value = self.campaign.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-        utm = "utm_campaign" if key == "name" else f"utm_{key}"
-        value = self.props.get(utm)
-        if isinstance(value, str) and value.strip():
-            return value
-        if "?" not in self.url and not self.page.get("search"):
-            return ""
-        values = self.query().get(utm)
-        return values[0] if values else ""
-
-    def path(self) -> str:
-        for source in (self.props, self.page):
-            path = source.get("path")
-            if isinstance(path, str) and path:
-                return path.lower()
-        return urlsplit(self.url).path.lower() if "://" in self.url else ""
+def _given(value: Any) -> str:
+    """``value`` if it is a string with more than spaces in it, else ``''``."""
+    return value if isinstance(value, str) and value.strip() else ""
 
 
-def _host(url: Any) -> str:
-    """The host of an absolute URL, lower case, without ``www.`` (``''`` if none).
+def _query(page: Mapping[str, Any], url: str) -> dict[str, list[str]]:
+    """The page URL's query parameters (``context.page.search`` or the URL's query)."""
+    search = page.get("search")
+    if not isinstance(search, str) or not search:
+        search = url.partition("?")[2].partition("#")[0]
+    return parse_qs(search.lstrip("?")) if search else {}
 
-    >>> _host("https://WWW.Google.co.uk:443/search?q=x"), _host("/pricing")
-    ('google.co.uk', '')
-    """
-    if not isinstance(url, str):
-        return ""
+
+def _from_query(query: dict[str, list[str]], key: str) -> str:
+    values = query.get(key)
+    return values[0] if values else ""
+
+
+def _host_of(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or "/" in scheme:
         return ""
@@ -332,6 +327,18 @@ def _host(url: Any) -> str:
             end = at
     host = rest[:end].rpartition("@")[2].partition(":")[0].lower()
     return host.removeprefix("www.")
+
+
+_cached_host = _Memo(_host_of)
+
+
+def _host(url: Any) -> str:
+    """The host of an absolute URL, lower case, without ``www.`` (``''`` if none).
+
+    >>> _host("https://WWW.Google.co.uk:443/search?q=x"), _host("/pricing")
+    ('google.co.uk', '')
+    """
+    return _cached_host(url) if isinstance(url, str) else ""
 
 
 def _site(host: str) -> str:
@@ -363,6 +370,47 @@ def _channel_from_campaign(medium: str, source: str) -> str:
     return OTHER
 
 
+_cached_campaign_channel: _Memo[tuple[str, str], str] = _Memo(
+    lambda pair: _channel_from_campaign(*pair)
+)
+
+
+def _referrer_channel(referrer: str) -> str:
+    """The channel of an external referrer's host."""
+    if referrer in _WEBMAIL:
+        return "email"
+    site = _site(referrer)
+    if site in _SEARCH:
+        return "organic_search"
+    if site in _SOCIAL:
+        return "social"
+    return "referral"
+
+
+_cached_referrer_channel = _Memo(_referrer_channel)
+
+
+def _path_content(path: str) -> str | None:
+    """The content type a page path names (``path`` as given; compared in lower case)."""
+    path = path.lower()
+    for markers, content in _PATH_ASSETS:
+        for marker in markers:
+            if marker in path:
+                return content
+    section = _PATH_SECTIONS.get(path.split("/", 2)[1] if path.startswith("/") else "")
+    if section is not None:
+        return section
+    if any(marker in path for marker in _PATH_GATED):
+        return "whitepaper"
+    return None
+
+
+_cached_path_content = _Memo(_path_content)
+_cached_url_content: _Memo[str, str | None] = _Memo(lambda url: _path_content(urlsplit(url).path))
+_cached_campaign = _Memo(normalise_campaign)
+_cached_word = _Memo(_word)
+
+
 def channel_of(event: Mapping[str, Any], signal: str | None = None) -> str:
     """The marketing channel an event came through, one of :data:`CHANNELS`.
 
@@ -384,32 +432,7 @@ def channel_of(event: Mapping[str, Any], signal: str | None = None) -> str:
     >>> channel_of({"type": "track", "event": "Feature Used"}, "product_usage")
     'product'
     """
-    return _channel(_Fields(event), signal)
-
-
-def _channel(f: _Fields, signal: str | None) -> str:
-    medium, source = f.utm("medium"), f.utm("source")
-    if medium or source:
-        return _channel_from_campaign(medium, source)
-    if "?" in f.url or f.page.get("search"):
-        query = f.query()
-        if any(key in query for key in _PAID_SEARCH_IDS):
-            return "paid_search"
-        if any(key in query for key in _PAID_SOCIAL_IDS):
-            return "paid_social"
-    referrer = _host(f.page.get("referrer"))
-    if referrer and referrer != _host(f.url):
-        if referrer in _WEBMAIL:
-            return "email"
-        site = _site(referrer)
-        if site in _SEARCH:
-            return "organic_search"
-        if site in _SOCIAL:
-            return "social"
-        return "referral"
-    if signal is not None and signal in _SIGNAL_CHANNELS:
-        return _SIGNAL_CHANNELS[signal]
-    return "direct"
+    return dimensions(event, signal)[0]
 
 
 def content_type_of(event: Mapping[str, Any], signal: str | None = None) -> str:
@@ -427,37 +450,7 @@ def content_type_of(event: Mapping[str, Any], signal: str | None = None) -> str:
     >>> content_type_of({"type": "page", "properties": {"content_type": "Infographic"}})
     'other'
     """
-    return _content_type(_Fields(event), signal)
-
-
-def _content_type(f: _Fields, signal: str | None) -> str:
-    given = _word(f.props.get("content_type"))
-    if given:
-        return _CONTENT_WORDS.get(given, OTHER)
-    name = f.event.get("event")
-    if isinstance(name, str) and f.event.get("type") == "track":
-        found = _EVENT_CONTENT.get(name.strip().lower())
-        if found is not None:
-            return found
-    category = f.props.get("category")
-    if category is not None:
-        found = _CONTENT_WORDS.get(_word(category))
-        if found is not None:
-            return found
-    path = f.path()
-    if path:
-        for markers, content in _PATH_ASSETS:
-            for marker in markers:
-                if marker in path:
-                    return content
-        section = _PATH_SECTIONS.get(path.split("/", 2)[1] if path.startswith("/") else "")
-        if section is not None:
-            return section
-        if any(marker in path for marker in _PATH_GATED):
-            return "whitepaper"
-    if signal is not None and signal in _SIGNAL_CONTENT:
-        return _SIGNAL_CONTENT[signal]
-    return NONE
+    return dimensions(event, signal)[2]
 
 
 def campaign_of(event: Mapping[str, Any]) -> str:
@@ -470,21 +463,94 @@ def campaign_of(event: Mapping[str, Any]) -> str:
     >>> campaign_of({"type": "page"})
     'none'
     """
-    return _campaign(_Fields(event))
-
-
-def _campaign(f: _Fields) -> str:
-    name = f.utm("name")
-    if not name:
-        value = f.props.get("campaign_name")
-        name = value if isinstance(value, str) else ""
-    return normalise_campaign(name)
+    return dimensions(event)[1]
 
 
 def dimensions(event: Mapping[str, Any], signal: str | None = None) -> tuple[str, str, str]:
-    """``(channel, campaign, content_type)`` of an event that carries ``signal``."""
-    f = _Fields(event)
-    return _channel(f, signal), _campaign(f), _content_type(f, signal)
+    """``(channel, campaign, content_type)`` of an event that carries ``signal``.
+
+    One pass over the event's fields (this runs for every signal the engine counts); the
+    parsing of repeated strings (campaign names and sources, referrers, page paths) is
+    memoised.
+    """
+    context = _dict(event.get("context"))
+    props = _dict(event.get("properties"))
+    page = _dict(context.get("page"))
+    campaign = _dict(context.get("campaign"))
+    url = page.get("url") or props.get("url")
+    if not isinstance(url, str):
+        url = ""
+    # The URL's query is read only when there is one (utm_* parameters, ad click ids).
+    query = _query(page, url) if "?" in url or page.get("search") else None
+
+    # Campaign fields: context.campaign, else properties.utm_*, else the URL's utm_*.
+    medium = _given(campaign.get("medium")) or _given(props.get("utm_medium"))
+    source = _given(campaign.get("source")) or _given(props.get("utm_source"))
+    name = _given(campaign.get("name")) or _given(props.get("utm_campaign"))
+    if query is not None:
+        medium = medium or _from_query(query, "utm_medium")
+        source = source or _from_query(query, "utm_source")
+        name = name or _from_query(query, "utm_campaign")
+
+    # -- channel
+    if medium or source:
+        channel = _cached_campaign_channel((medium, source))
+    elif query is not None and any(key in query for key in _PAID_SEARCH_IDS):
+        channel = "paid_search"
+    elif query is not None and any(key in query for key in _PAID_SOCIAL_IDS):
+        channel = "paid_social"
+    else:
+        referrer = _host(page.get("referrer"))
+        if referrer and referrer != _host(url):
+            channel = _cached_referrer_channel(referrer)
+        elif signal is not None and signal in _SIGNAL_CHANNELS:
+            channel = _SIGNAL_CHANNELS[signal]
+        else:
+            channel = "direct"
+
+    # -- campaign
+    if not name:
+        value = props.get("campaign_name")
+        name = value if isinstance(value, str) else ""
+    campaign_label: str = _cached_campaign(name)
+
+    return channel, campaign_label, _content_type(event, props, page, url, signal)
+
+
+def _content_type(
+    event: Mapping[str, Any],
+    props: Mapping[str, Any],
+    page: Mapping[str, Any],
+    url: str,
+    signal: str | None,
+) -> str:
+    given = props.get("content_type")
+    if isinstance(given, str):
+        word = _cached_word(given)
+        if word:
+            return _CONTENT_WORDS.get(word, OTHER)
+    name = event.get("event")
+    if isinstance(name, str) and event.get("type") == "track":
+        found = _EVENT_CONTENT.get(name.strip().lower())
+        if found is not None:
+            return found
+    category = props.get("category")
+    if category is not None:
+        found = _CONTENT_WORDS.get(_cached_word(category) if isinstance(category, str) else "")
+        if found is not None:
+            return found
+    for source in (props, page):
+        path = source.get("path")
+        if isinstance(path, str) and path:
+            found = _cached_path_content(path)
+            break
+    else:
+        found = _cached_url_content(url) if "://" in url else None
+    if found is not None:
+        return found
+    if signal is not None and signal in _SIGNAL_CONTENT:
+        return _SIGNAL_CONTENT[signal]
+    return NONE
 
 
 class CampaignLabels:

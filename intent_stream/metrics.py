@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import (
@@ -45,6 +46,10 @@ __all__ = [
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+#: Marketing children kept by their raw (not yet bounded) label values before the cache is
+#: emptied: campaign names are free text, the cache must not grow with them.
+_MARKETING_CACHE = 4096
 
 #: Prefix of Faust's sensor metrics. Fixed, not the app id: dashboards and alert rules must
 #: not depend on the consumer-group name a deployment picks.
@@ -96,6 +101,10 @@ class Metrics:
         self, registry: CollectorRegistry, *, campaigns: CampaignLabels | None = None
     ) -> None:
         self.registry = registry
+        # Labelled children by (metric, label values): see child().
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        # marketing_signals children by the raw (signal, channel, campaign, content type).
+        self._marketing: dict[tuple[str, str, str, str], Counter] = {}
         #: Bounds the ``campaign`` label of :attr:`marketing_signals` (see count_marketing).
         self.campaigns = campaigns if campaigns is not None else CampaignLabels()
         p = "intent_stream_"
@@ -412,8 +421,27 @@ class Metrics:
         for frm, to in transitions:
             self.stage_transitions.labels(**{"from": frm, "to": to})
 
+    def child(self, metric: _Metric, *values: str) -> _Metric:
+        """``metric.labels(*values)`` (label values in the metric's label order), looked up
+        once per label set: prometheus_client's ``labels`` validates, converts and locks on
+        every call, and the scoring agent counts several labelled series per record.
+
+        >>> from prometheus_client import CollectorRegistry
+        >>> m = Metrics(CollectorRegistry())
+        >>> m.child(m.signals, "pricing_view") is m.signals.labels(signal="pricing_view")
+        True
+        """
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def count_marketing(self, counts: Mapping[tuple[str, str, str, str], int]) -> None:
         """Add ``(signal, channel, campaign, content_type)`` counts, bounding the campaign.
+
+        Children are cached by the raw key: a campaign's label never changes once given (a
+        name kept stays kept, one turned ``other`` stays ``other``), so the cache is exact.
 
         >>> from prometheus_client import CollectorRegistry
         >>> m = Metrics(CollectorRegistry(), campaigns=CampaignLabels(cap=1))
@@ -424,13 +452,20 @@ class Metrics:
         ...     "content_type": "webinar"})
         1.0
         """
-        for (signal, channel, campaign, content_type), n in counts.items():
-            self.marketing_signals.labels(
-                signal=signal,
-                channel=channel,
-                campaign=self.campaigns.label(campaign),
-                content_type=content_type,
-            ).inc(n)
+        cache = self._marketing
+        for key, n in counts.items():
+            found = cache.get(key)
+            if found is None:
+                if len(cache) >= _MARKETING_CACHE:
+                    cache.clear()
+                signal, channel, campaign, content_type = key
+                found = cache[key] = self.marketing_signals.labels(
+                    signal=signal,
+                    channel=channel,
+                    campaign=self.campaigns.label(campaign),
+                    content_type=content_type,
+                )
+            found.inc(n)
 
     def exposition(self, names: Iterable[str] = ()) -> bytes:
         """The registry in Prometheus text format; only the samples named in ``names``

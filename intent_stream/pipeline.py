@@ -50,7 +50,12 @@ from intent_stream.scoring import (
     fit_traits,
     topic_of,
 )
-from intent_stream.scoring.stages import StageMachine, StageState, StageTransition
+from intent_stream.scoring.stages import (
+    StageMachine,
+    StageState,
+    StageTransition,
+    stored_history,
+)
 from intent_stream.topics import partition_for
 
 logger = logging.getLogger(__name__)
@@ -73,6 +78,8 @@ _ALERT_ACTIVITIES = 5
 #: Outcomes that mean "this account bought or is buying" (positive label) or did not.
 _POSITIVE = frozenset({"opportunity", "won"})
 _NEGATIVE = frozenset({"lost"})
+#: Distinct trait sets whose fit score and reasons are kept (see ``AccountProcessor._fit_of``).
+_FIT_CACHE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,9 @@ class AccountView:
     traits: dict[str, Any] = field(default_factory=dict)
     #: The account's stored stage state (see :meth:`AccountProcessor.stage_step`), if any.
     stage: dict[str, Any] | None = None
+    #: The intent prior's points per feature of ``features`` (``IntentModel.score_explained``),
+    #: so that rendering does not compute them again; None: computed when rendered.
+    contributions: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +133,17 @@ class _Scoring:
     traits: dict[str, Any]  # firmographics for the fit model
     at: float  # event time of the newest signal applied
     dirty: bool = False  # signals changed since the last snapshot
+    contributions: dict[str, float] | None = None  # the prior's points, once scored
+
+
+def _counter() -> Counter[Any]:
+    """An empty ``Counter``, without ``Counter.__init__``'s call to ``update()`` (which has
+    nothing to add): a record's result starts six of them.
+
+    >>> c = _counter(); c["page"] += 1; c
+    Counter({'page': 1})
+    """
+    return Counter.__new__(Counter)
 
 
 @dataclass(slots=True)
@@ -132,17 +153,17 @@ class RecordResult:
     alerts: list[OutgoingAlert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     snapshots: dict[str, AccountView] = field(default_factory=dict)
-    applied: Counter[str] = field(default_factory=Counter)
+    applied: Counter[str] = field(default_factory=_counter)
     skipped: int = 0
-    labels: Counter[str] = field(default_factory=Counter)
-    signals: Counter[str] = field(default_factory=Counter)
+    labels: Counter[str] = field(default_factory=_counter)
+    signals: Counter[str] = field(default_factory=_counter)
     #: Signals by (signal, channel, campaign, content type); campaigns not yet bounded.
-    marketing: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    marketing: Counter[tuple[str, str, str, str]] = field(default_factory=_counter)
     surges: int = 0
     #: Stage changes to publish on the stage-transitions topic, in event-time order per account.
     transitions: list[StageTransition] = field(default_factory=list)
     #: Alert rules that fired, by (rule, outcome): alerted, cooldown or weak_fit.
-    alert_triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    alert_triggers: Counter[tuple[str, str]] = field(default_factory=_counter)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -188,6 +209,10 @@ class AccountProcessor:
         self.fit = fit if fit is not None else FitModel()
         self.health = health if health is not None else ProgressiveValidation()
         self.stages = stages
+        # Fit score and reasons by the traits' JSON, for the fit model (and its number of
+        # labels, and the reasons shown) they were computed with: see _fit_of.
+        self._fit_cache: dict[bytes, list[Any]] = {}
+        self._fit_cached_for: tuple[FitModel, int, int] | None = None
         self._stages_read_fit = stages is not None and any(
             clause.measure == "fit"
             for spec in stages.model.stages
@@ -258,7 +283,7 @@ class AccountProcessor:
         n_events += len(events)
         x = signals.features(now)
         self._snapshot(scoring, x, now)
-        score = self.model.score_one(x)
+        score, scoring.contributions = self.model.score_explained(x)
         stage = self.stage_step(
             account_id, state, events, signals, score, now, result, traits=scoring.traits
         )
@@ -286,6 +311,7 @@ class AccountProcessor:
             signals=signals,
             traits=scoring.traits,
             stage=stage,
+            contributions=scoring.contributions,
         )
 
     def forget(
@@ -336,11 +362,13 @@ class AccountProcessor:
         """
         signals, now = view.signals, view.event_time
         reasons = (
-            self.explain(view.features, signals, now)
+            self.explain(view.features, signals, now, contributions=view.contributions)
             if signals is not None
-            else self.model.explain(view.features, top=self.top_reasons)
+            else self.model.explain(
+                view.features, top=self.top_reasons, contributions=view.contributions
+            )
         )
-        fit_score = self.fit.score_one(view.traits)
+        fit_score, fit_reasons = self.fit_explained(view.traits)
         recent: dict[str, float] = {}
         topics: list[dict[str, Any]] = []
         if signals is not None:
@@ -355,7 +383,7 @@ class AccountProcessor:
             "reasons": [{"text": r.text, "points": round(r.contribution, 1)} for r in reasons],
             "fit_score": round(fit_score, 1),
             "fit_band": fit_band(fit_score),
-            "fit_reasons": [r.text for r in self.fit.explain(view.traits, top=self.top_reasons)],
+            "fit_reasons": fit_reasons,
             "traits": view.traits,
             "signals": recent,
             "topics": topics,
@@ -363,9 +391,53 @@ class AccountProcessor:
             "events": view.events,
             "alerts": view.alerts,
             "last_event_at": iso(view.event_time),
-            "updated_at": iso(view.updated_at),
+            # Wall time differs at every update: formatted without the cache it would flush.
+            "updated_at": iso.__wrapped__(view.updated_at),
             **self.render_stage(view),
         }
+
+    def fit_score(self, traits: Mapping[str, Any]) -> float:
+        """The fit model's score of ``traits`` (``self.fit.score_one``, cached)."""
+        return float(self._fit_of(traits, reasons=False)[0])
+
+    def fit_explained(self, traits: Mapping[str, Any]) -> tuple[float, list[str]]:
+        """The fit score of ``traits`` and the texts of its reasons
+        (``self.fit.explain(traits, top=self.top_reasons)``), cached."""
+        score, reasons = self._fit_of(traits, reasons=True)
+        return float(score), list(reasons)
+
+    def _fit_of(self, traits: Mapping[str, Any], *, reasons: bool) -> list[Any]:
+        """``[score, reason texts or None]`` of ``traits`` (the texts when ``reasons``).
+
+        Both depend only on the traits and the fit model, which changes only when it learns
+        (a won or lost deal: ``n_labels`` grows) or is replaced (a checkpoint restored): the
+        cache is emptied then, so it always returns what the model would. An account is
+        scored for fit by its alerts and rendered at every read-model flush it changed in,
+        mostly with the same traits and the same fit model.
+        """
+        fit = self.fit
+        current = (fit, fit.n_labels, self.top_reasons)
+        cached_for = self._fit_cached_for
+        cache = self._fit_cache
+        if cached_for is None or cached_for[0] is not fit or cached_for[1:] != current[1:]:
+            cache.clear()
+            self._fit_cached_for = current
+        try:
+            key: bytes | None = orjson.dumps(traits)
+        except TypeError:  # not JSON (never so for stored traits): not cached
+            key = None
+        entry = cache.get(key) if key is not None else None
+        if entry is None or (reasons and entry[1] is None):
+            if reasons:
+                score, why = fit.score_explain(traits, top=self.top_reasons)
+                entry = [score, [r.text for r in why]]
+            else:
+                entry = [fit.score_one(traits), None]
+            if key is not None:
+                if len(cache) >= _FIT_CACHE:
+                    cache.clear()
+                cache[key] = entry
+        return entry
 
     def stage_step(
         self,
@@ -396,7 +468,7 @@ class AccountProcessor:
             intent_score=score,
             now=now,
             # A fit prediction per record only when some stage rule reads it.
-            fit=self.fit.score_one(traits or {}) if self._stages_read_fit else None,
+            fit=self.fit_score(traits or {}) if self._stages_read_fit else None,
         )
         result.transitions.extend(step.transitions)
         return step.state.to_dict()
@@ -407,14 +479,26 @@ class AccountProcessor:
             return {}
         return self.stages.view(view.account_id, view.stage)
 
-    def explain(self, x: Mapping[str, float], signals: AccountSignals, now: float) -> list[Reason]:
-        """The intent score's reasons; a topic surge is named after its topic."""
+    def explain(
+        self,
+        x: Mapping[str, float],
+        signals: AccountSignals,
+        now: float,
+        *,
+        contributions: Mapping[str, float] | None = None,
+    ) -> list[Reason]:
+        """The intent score's reasons; a topic surge is named after its topic.
+
+        ``contributions``: the prior's points for ``x``, if known (see ``AccountView``).
+        """
         phrases: dict[str, str] = {}
         if x.get("topic_surge"):
-            best = signals.surge.strongest(signals.topics, now, since=signals.first_seen)
+            best = signals.strongest_topic(now)
             if best is not None:
                 phrases["topic_surge"] = f"surging interest in {best[0]} (surge {best[1]:.0f})"
-        return self.model.explain(x, top=self.top_reasons, phrases=phrases)
+        return self.model.explain(
+            x, top=self.top_reasons, phrases=phrases, contributions=contributions
+        )
 
     # -- delayed labels, topics and fit traits (issue 4) -----------------------------------
     def _open_scoring(
@@ -531,7 +615,7 @@ class AccountProcessor:
         fit: list[float] = []
 
         def band() -> str:  # the fit score costs a prediction: only when a rule fires
-            fit.append(self.fit.score_one(scoring.traits))
+            fit.append(self.fit_score(scoring.traits))
             return fit_band(fit[0])
 
         new_state, decision = self.policy.decide_one(
@@ -543,7 +627,7 @@ class AccountProcessor:
             return new_state
         for rule in decision.rules:
             result.alert_triggers[(rule, "alerted")] += 1
-        fit_score = fit[0] if fit else self.fit.score_one(scoring.traits)
+        fit_score = fit[0] if fit else self.fit_score(scoring.traits)
         topics = signals.top_topics(now)
         stage_now = str(stage["s"]) if stage is not None else None
         alert = self._alert(
@@ -597,7 +681,7 @@ class AccountProcessor:
         rule = decision.rule or INTENT_RULE
         aid = alert_id(account_id, rule, state.episode)
         signals, traits = scoring.signals, scoring.traits
-        reasons = self.explain(x, signals, now)
+        reasons = self.explain(x, signals, now, contributions=scoring.contributions)
         band = fit_band(fit_score)
         show = self.policy.show_emails
         stage_now = str(stage["s"]) if stage is not None else None
@@ -655,7 +739,7 @@ def _previous_stage(stage: Mapping[str, Any] | None) -> str | None:
     """The stage the account was in before its current one (from the stage history)."""
     if stage is None:
         return None
-    history = StageState.from_dict(stage).history
+    history = stored_history(stage)
     if history and history[-1][1] == stage["s"]:
         return history[-1][0]  # type: ignore[no-any-return]
     return None

@@ -157,7 +157,7 @@ def register(engine: Engine) -> None:
             await _publish(engine, result, message)
             now = time.time()
             metrics.records_processed.inc()
-            metrics.agent_records.labels(agent=AGENT).inc()
+            metrics.child(metrics.agent_records, AGENT).inc()
             metrics.record_latency.observe(max(0.0, now - message.timestamp))
             for view in result.snapshots.values():
                 metrics.score_latency.observe(max(0.0, now - view.event_time))
@@ -211,8 +211,8 @@ def _count_stages(metrics: Metrics, accounts: JsonTable, names: list[str]) -> No
 
 def _observe_model(metrics: Metrics, processor: AccountProcessor) -> None:
     model = processor.model
-    metrics.model_labels.labels(polarity="positive").set(model.n_positive)
-    metrics.model_labels.labels(polarity="negative").set(model.n_labels - model.n_positive)
+    metrics.child(metrics.model_labels, "positive").set(model.n_positive)
+    metrics.child(metrics.model_labels, "negative").set(model.n_labels - model.n_positive)
     metrics.model_blend.set(model.blend)
 
 
@@ -237,21 +237,21 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
             topic="alerts",
             on_delivered=delivered,
         )
-        metrics.alerts_published.labels(rule=alert.rule).inc()
+        metrics.child(metrics.alerts_published, alert.rule).inc()
         if alert.interval is not None:
             metrics.alert_interval.observe(max(0.0, alert.interval))
         logger.info("alert %s (%s) for account %s", alert.alert_id, alert.rule, alert.account_id)
     for (rule, outcome), n in result.alert_triggers.items():
-        metrics.alert_triggers.labels(rule=rule, outcome=outcome).inc(n)
+        metrics.child(metrics.alert_triggers, rule, outcome).inc(n)
     await _publish_transitions(engine, result)
     await send_dead_letters(engine, result.dead_letters, message)
     for kind, n in result.applied.items():
-        metrics.events_processed.labels(type=kind).inc(n)
+        metrics.child(metrics.events_processed, kind).inc(n)
     for signal, n in result.signals.items():
-        metrics.signals.labels(signal=signal).inc(n)
+        metrics.child(metrics.signals, signal).inc(n)
     metrics.count_marketing(result.marketing)
     for outcome, n in result.labels.items():
-        metrics.labels_learned.labels(outcome=outcome).inc(n)
+        metrics.child(metrics.labels_learned, outcome).inc(n)
     if result.labels:
         _observe_model(metrics, engine.processor)
     if result.surges:
@@ -276,8 +276,8 @@ async def _publish_transitions(engine: Engine, result: RecordResult) -> None:
             topic="transitions",
         )
         frm = transition.from_stage or "none"
-        metrics.stage_transitions.labels(**{"from": frm, "to": transition.to_stage}).inc()
+        metrics.child(metrics.stage_transitions, frm, transition.to_stage).inc()
         if transition.from_stage is not None and transition.seconds_in_previous is not None:
-            metrics.time_in_stage.labels(stage=transition.from_stage).observe(
+            metrics.child(metrics.time_in_stage, transition.from_stage).observe(
                 transition.seconds_in_previous
             )

@@ -341,13 +341,24 @@ class FitModel:
         the others held fixed. Empty until the model is :attr:`ready`; attributes worth less
         than half a point are left out.
         """
+        return self.score_explain(x, top=top)[1]
+
+    def score_explain(self, x: Mapping[str, Any], *, top: int = 3) -> tuple[float, list[Reason]]:
+        """:meth:`score_one` and :meth:`explain` of ``x``, encoding and predicting it once.
+
+        >>> FitModel().score_explain({"industry": "Software"})
+        (50.0, [])
+        """
         if not self.ready:
-            return []
+            return 50.0, []
+        encoded = self._encode(x)
+        features = {item[1]: item[2] for item in encoded}  # as features(x)
+        proba = self.model.predict_proba_one(features)  # type: ignore[no-untyped-call]
         weights = self.model.weights
-        relative = self._relative_logit(self.predict_proba_one(x))
+        relative = self._relative_logit(float(proba.get(True, 0.0)))
         score = 100.0 * _sigmoid(relative)
         points: list[tuple[str, float, str]] = []
-        for column, feature, value, number, _ in self._encode(x):
+        for column, feature, value, number, _ in encoded:
             delta = weights.get(feature, 0.0) * value - self._baseline(column, weights)
             change = score - 100.0 * _sigmoid(relative - delta)
             if abs(change) < 0.5:
@@ -356,7 +367,7 @@ class FitModel:
         ranked = sorted(points, key=lambda item: -abs(item[1]))
         positive = [item for item in ranked if item[1] > 0][:top]
         negative = [item for item in ranked if item[1] < 0][:top]
-        return [
+        return score, [
             Reason(column, change, f"{phrase} ({change:+.0f})")
             for column, change, phrase in positive + negative
         ]

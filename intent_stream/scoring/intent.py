@@ -100,27 +100,28 @@ class PointsPrior:
         self.scale = scale
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
-        """Points per feature (before squashing)."""
-        out: dict[str, float] = {}
-        for name, spec in self.signals.items():
-            value = x.get(name, 0.0)
-            if value:
-                out[name] = spec.weight * math.expm1(value)
-        people = x.get("people", 0.0)
+        """Points per feature (before squashing), each rounded to 4 decimals."""
+        get, expm1 = x.get, math.expm1
+        out = {
+            name: round(spec.weight * expm1(value), 4)
+            for name, spec in self.signals.items()
+            if (value := get(name, 0.0))
+        }
+        people = get("people", 0.0)
         if people > 1:
-            out["people"] = PEOPLE_POINTS * (people - 1)
-        if x.get("senior_people", 0.0):
-            out["senior_people"] = SENIOR_POINTS * x["senior_people"]
-        velocity = x.get("velocity", 0.0)
+            out["people"] = round(PEOPLE_POINTS * (people - 1), 4)
+        if get("senior_people", 0.0):
+            out["senior_people"] = round(SENIOR_POINTS * x["senior_people"], 4)
+        velocity = get("velocity", 0.0)
         if velocity > 0:  # momentum adds a little; a quiet week is not a penalty
-            out["velocity"] = min(VELOCITY_CAP, VELOCITY_POINTS * velocity)
-        surge = x.get("topic_surge", 0.0)
+            out["velocity"] = round(min(VELOCITY_CAP, VELOCITY_POINTS * velocity), 4)
+        surge = get("topic_surge", 0.0)
         if surge > 0:
-            out["topic_surge"] = SURGE_POINTS * surge
-        quiet = x.get("recency_days", 0.0) - QUIET_DAYS
+            out["topic_surge"] = round(SURGE_POINTS * surge, 4)
+        quiet = get("recency_days", 0.0) - QUIET_DAYS
         if quiet > 0:
-            out["recency_days"] = -min(QUIET_CAP, QUIET_POINTS * quiet)
-        return {k: round(v, 4) for k, v in out.items()}
+            out["recency_days"] = round(-min(QUIET_CAP, QUIET_POINTS * quiet), 4)
+        return out
 
     def points(self, x: Mapping[str, float]) -> float:
         """The sum of :meth:`contributions`, without building it (this runs per score).
@@ -161,6 +162,20 @@ class PointsPrior:
         0.0
         """
         return 100.0 * (1.0 - math.exp(-self.points(x) / self.scale))
+
+    def score_contributions(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+        """:meth:`score_one` and :meth:`contributions` of ``x`` at the cost of the latter.
+
+        The points are the contributions' sum (the same terms in the same order), so the
+        score is the same float as :meth:`score_one`'s.
+
+        >>> x = {"pricing_view": 0.6931472, "people": 3.0, "velocity": 0.4, "recency_days": 9.0}
+        >>> PointsPrior().score_contributions(x) == (PointsPrior().score_one(x),
+        ...                                          PointsPrior().contributions(x))
+        True
+        """
+        out = self.contributions(x)
+        return 100.0 * (1.0 - math.exp(-max(0.0, sum(out.values())) / self.scale)), out
 
 
 #: Features the regression sees through ``log1p`` (counts of people, days of silence): on
@@ -215,24 +230,41 @@ class IntentModel:
             return prior
         return (1.0 - w) * prior + w * 100.0 * self.predict_proba_one(x)
 
+    def score_explained(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+        """:meth:`score_one` of ``x`` and the prior's points per feature, for :meth:`explain`
+        to reuse (``contributions=``): an account scored is usually explained afterwards,
+        and the prior's points are most of what the score costs."""
+        prior, contributions = self._prior.score_contributions(x)
+        w = self.blend
+        if w == 0.0:
+            return prior, contributions
+        return (1.0 - w) * prior + w * 100.0 * self.predict_proba_one(x), contributions
+
     def explain(
         self,
         x: Mapping[str, float],
         *,
         top: int = 3,
         phrases: Mapping[str, str] | None = None,
+        contributions: Mapping[str, float] | None = None,
     ) -> list[Reason]:
         """Top positive, then negative, contributions in points and plain words.
 
         ``phrases`` overrides the words for some features (the caller knows, for example,
         which topic surges: ``{"topic_surge": "surging interest in security"}``).
+        ``contributions``: the prior's points for ``x`` if already known (see
+        :meth:`score_explained`); the prior does not learn, so they stay valid.
         """
         w = self.blend
-        contrib = {k: (1.0 - w) * v for k, v in self._prior.contributions(x).items()}
+        if contributions is None:
+            contributions = self._prior.contributions(x)
+        contrib = {k: (1.0 - w) * v for k, v in contributions.items()}
         if w:
-            weights = self.model.weights
-            for name, value in _inputs(x).items():
-                c = w * 10.0 * weights.get(name, 0.0) * value
+            weights, w10, log1p = self.model.weights, w * 10.0, math.log1p
+            for name, value in x.items():  # the regression's inputs (_inputs), inline
+                if name in _LOG_INPUTS:
+                    value = log1p(max(value, 0.0))
+                c = w10 * weights.get(name, 0.0) * value  # (w * 10.0) * weight * value
                 if c:
                     contrib[name] = contrib.get(name, 0.0) + c
         ranked = sorted(contrib.items(), key=lambda kv: -abs(kv[1]))

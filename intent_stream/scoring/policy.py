@@ -212,6 +212,13 @@ class HotLeadPolicy:
         self.weak_fit_min_score = weak_fit_min_score
         self.router = router if router is not None else AlertRouter()
         self.show_emails = show_emails
+        self._nothing_decision = AlertDecision(threshold=self.enter)
+
+    def _nothing(self) -> AlertDecision:
+        """The decision when no rule fires (most records): immutable, so made once."""
+        if self._nothing_decision.threshold is not self.enter:  # enter was changed
+            self._nothing_decision = AlertDecision(threshold=self.enter)
+        return self._nothing_decision
 
     def threshold(self, fit_band: str) -> float:
         """The intent enter threshold for an account of ``fit_band``.
@@ -249,7 +256,7 @@ class HotLeadPolicy:
         intent = RULE_INTENT in self.rules and armed and score >= self.enter
         if not (intent or entered or started):
             new = state if armed == state.armed else replace(state, armed=armed)
-            return new, AlertDecision(threshold=self.enter)
+            return new, self._nothing()
         band = fit_band() if callable(fit_band) else fit_band
         threshold = self.threshold(band)
         fired: list[str] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from intent_stream.scoring.surge import TopicSurge, normalise_topic
@@ -245,7 +246,9 @@ def _dense_days(days: Mapping[int, int]) -> list[int]:
         return []
     last = max(days)
     first = max(min(days), last - 27)
-    return [first, *(days.get(d, 0) for d in range(first, last + 1))]
+    out = [first]
+    out += map(days.get, range(first, last + 1), repeat(0))
+    return out
 
 
 def _sparse_days(data: Any) -> dict[int, int]:
@@ -289,6 +292,17 @@ class AccountSignals:
         self.days: dict[int, int] = {}  # day number -> events that day (last 28 days)
         self.first_seen: float | None = None
         self.last_seen: float | None = None
+        # Decayed counts and topic surge scores as computed at an event time (features()
+        # does), read again at that same time by the stage rules, the alert, the reasons and
+        # the read model. Learning forgets them (_forget_memo): nothing else changes counts,
+        # topics or first_seen.
+        self._counts_at: float | None = None
+        self._counts_memo: dict[str, float] = {}
+        self._topics_at: float | None = None
+        self._topics_memo: list[tuple[str, float]] = []
+
+    def _forget_memo(self) -> None:
+        self._counts_at = self._topics_at = None
 
     def _decayed(self, signal: str, ts: float) -> float:
         cell = self.counts.get(signal)
@@ -299,12 +313,15 @@ class AccountSignals:
 
     def count(self, signal: str, now: float) -> float:
         """Decayed count of ``signal`` at ``now``."""
+        if now == self._counts_at:
+            return self._counts_memo.get(signal, 0.0)
         return self._decayed(signal, now)
 
     def learn_one(self, *, signal: str, ts: float, person_id: str | None = None) -> None:
         """Add one occurrence of ``signal`` at event time ``ts`` (late events allowed)."""
         if signal not in self._rates:
             return
+        self._forget_memo()
         cell = self.counts.get(signal)
         if cell is None:
             self.counts[signal] = [1.0, ts]
@@ -318,11 +335,29 @@ class AccountSignals:
 
     def learn_topic(self, topic: str, ts: float) -> bool:
         """Count one event on a content topic; ``True`` when the topic starts to surge."""
+        self._forget_memo()
         return self.surge.learn_one(self.topics, topic, ts, since=self.first_seen)
 
     def top_topics(self, now: float, *, n: int = 3) -> list[tuple[str, float]]:
         """The account's surging topics (score >= 60), strongest first."""
-        return self.surge.top(self.topics, now, n=n, since=self.first_seen)
+        return self.surge.top_of(self.topic_scores(now), n=n)
+
+    def strongest_topic(self, now: float) -> tuple[str, float] | None:
+        """The topic with the highest surge score at ``now`` (any score), if any."""
+        return self.surge.strongest_of(self.topic_scores(now))
+
+    def topic_scores(self, now: float) -> list[tuple[str, float]]:
+        """Every topic's surge score at ``now`` (``TopicSurge.scores``), computed once per
+        event time between two learning steps.
+
+        >>> s = AccountSignals(); _ = s.learn_topic("security", 0.0)
+        >>> s.topic_scores(86400.0) is s.topic_scores(86400.0), s.topic_scores(0.0)
+        (True, [('security', 50.0)])
+        """
+        if now != self._topics_at:
+            self._topics_memo = self.surge.scores(self.topics, now, since=self.first_seen)
+            self._topics_at = now
+        return self._topics_memo
 
     def observe_person(
         self, *, person_id: str, ts: float, role: str | None = None, seniority: str | None = None
@@ -382,14 +417,23 @@ class AccountSignals:
                 before += n
         return (recent + 1.0) / (before / 3.0 + 1.0)
 
+    def _decay_all(self, now: float) -> dict[str, float]:
+        """Every count decayed to ``now`` (as :meth:`_decayed` does it)."""
+        rates, exp = self._rates, math.exp
+        return {
+            name: value * exp(-rates[name] * (now - at)) if now > at else value
+            for name, (value, at) in self.counts.items()
+        }
+
     def features(self, now: float) -> dict[str, float]:
         """Model features at event time ``now``: log1p of decayed counts and account traits."""
-        rates, specs, exp, log1p = self._rates, self.signals, math.exp, math.log1p
+        specs, log1p = self.signals, math.log1p
         x: dict[str, float] = {}
         high: list[float] = []
-        for name, (value, at) in self.counts.items():  # each count decayed once (as _decayed)
-            if now > at:
-                value = value * exp(-rates[name] * (now - at))
+        if now != self._counts_at:
+            self._counts_memo = self._decay_all(now)
+            self._counts_at = now
+        for name, value in self._counts_memo.items():
             x[name] = log1p(value)
             if specs[name].high_intent:
                 high.append(value)
@@ -404,7 +448,7 @@ class AccountSignals:
         x["recency_days"] = (now - self.last_seen) / DAY if self.last_seen is not None else 90.0
         x["velocity"] = math.log(self.velocity(now))
         if self.topics:
-            best = self.surge.strongest(self.topics, now, since=self.first_seen)
+            best = self.strongest_topic(now)
             if best is not None and best[1] > 50.0:
                 x["topic_surge"] = (best[1] - 50.0) / 50.0
         return x

@@ -68,6 +68,7 @@ __all__ = [
     "default_stage_model",
     "load_stage_model",
     "parse_stage_model",
+    "stored_history",
     "transition_id",
 ]
 
@@ -701,8 +702,21 @@ class StageState:
             advance=_unpack_snapshot(data.get("x")),
             churn=_unpack_snapshot(data.get("c")),
             churn_p=data.get("cp"),
-            history=_unpack_history(data.get("h", [])),
+            history=stored_history(data),
         )
+
+
+def stored_history(data: Mapping[str, Any]) -> list[list[Any]]:
+    """The ``history`` of a stored :class:`StageState` (:meth:`StageState.to_dict` output)
+    without decoding the rest: ``[from, to, at, reason, probability]`` per transition.
+
+    >>> s = StageState(stage="evaluation", since=5.0, seq=2)
+    >>> s.history += [[None, "awareness", 1.0, "seen", None], ["awareness", "evaluation", 5.0,
+    ...               "demo", 0.4]]
+    >>> stored_history(s.to_dict()) == s.history
+    True
+    """
+    return _unpack_history(data.get("h", []))
 
 
 #: The evidence features (:meth:`Evidence.features`) a stored model snapshot keeps by
@@ -1105,12 +1119,16 @@ class StageMachine:
         return p
 
     def view(self, account_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The stage part of an account's read-model snapshot (from its stored state)."""
-        state = StageState.from_dict(data)
-        first_seq = state.seq - len(state.history) + 1
+        """The stage part of an account's read-model snapshot (from its stored state).
+
+        Reads only the fields it shows (as :meth:`StageState.from_dict` would decode them):
+        this runs for every account of every read-model flush.
+        """
+        history = stored_history(data)
+        first_seq = int(data["n"]) - len(history) + 1
         return {
-            "stage": state.stage,
-            "stage_since": _iso(state.since),
+            "stage": data["s"],
+            "stage_since": _iso(float(data["t"])),
             "stage_history": [
                 {
                     "transition_id": transition_id(account_id, first_seq + k, h[0], h[1], h[2]),
@@ -1120,7 +1138,7 @@ class StageMachine:
                     "reason": h[3],
                     "probability": h[4],
                 }
-                for k, h in enumerate(state.history)
+                for k, h in enumerate(history)
             ],
         }
 

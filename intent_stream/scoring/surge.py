@@ -39,7 +39,7 @@ room), each as ``[recent, baseline, ts, surging]``, decayed lazily when read or 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["TopicSurge", "normalise_topic"]
@@ -148,17 +148,32 @@ class TopicSurge:
         since: float | None = None,
     ) -> list[tuple[str, float]]:
         """The ``n`` topics with the highest surge scores at or above ``threshold``."""
-        scored = [(t, round(self.score(c, now, since=since), 1)) for t, c in topics.items()]
-        surging = [ts for ts in scored if ts[1] >= self.threshold]
-        return sorted(surging, key=lambda ts: (-ts[1], ts[0]))[:n]
+        return self.top_of(self.scores(topics, now, since=since), n=n)
 
     def strongest(
         self, topics: Mapping[str, list[Any]], now: float, *, since: float | None = None
     ) -> tuple[str, float] | None:
         """The topic with the highest surge score (any score), or ``None`` without topics."""
+        return self.strongest_of(self.scores(topics, now, since=since))
+
+    def scores(
+        self, topics: Mapping[str, list[Any]], now: float, *, since: float | None = None
+    ) -> list[tuple[str, float]]:
+        """Every topic's surge score at ``now``, in ``topics`` order: what :meth:`top_of` and
+        :meth:`strongest_of` choose from, so a caller needing both scores the topics once."""
+        return [(topic, self.score(cell, now, since=since)) for topic, cell in topics.items()]
+
+    def top_of(self, scored: Iterable[tuple[str, float]], *, n: int = 3) -> list[tuple[str, float]]:
+        """:meth:`top` of topics already scored (:meth:`scores`)."""
+        rounded = [(topic, round(score, 1)) for topic, score in scored]
+        surging = [ts for ts in rounded if ts[1] >= self.threshold]
+        return sorted(surging, key=lambda ts: (-ts[1], ts[0]))[:n]
+
+    @staticmethod
+    def strongest_of(scored: Iterable[tuple[str, float]]) -> tuple[str, float] | None:
+        """:meth:`strongest` of topics already scored (:meth:`scores`): the first best."""
         best: tuple[str, float] | None = None
-        for topic, cell in topics.items():
-            score = self.score(cell, now, since=since)
+        for topic, score in scored:
             if best is None or score > best[1]:
                 best = (topic, score)
         return best
