@@ -79,6 +79,8 @@ _MAX_STAGES = 20
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _REASON_CHARS = 80
+#: Transition ids kept by :func:`transition_id` (its cache).
+_TRANSITION_IDS = 16384
 # Product usage is followed at two speeds; the ratio of their rates is the usage trend.
 _USAGE_SHORT_DAYS = 7.0
 _USAGE_LONG_DAYS = 28.0
@@ -813,8 +815,25 @@ def transition_id(
     >>> len(transition_id("acme.com", 2, "awareness", "evaluation", 5.0))
     32
     """
+    if not at:  # 0.0 and -0.0 are one cache key but format differently: not cached
+        return _transition_id(account_id, seq, from_stage, to_stage, at)
+    return _cached_transition_id(account_id, seq, from_stage, to_stage, at)
+
+
+def _transition_id(
+    account_id: str, seq: int, from_stage: str | None, to_stage: str, at: float
+) -> str:
     key = f"{account_id}\x1f{seq}\x1f{from_stage or ''}\x1f{to_stage}\x1f{at:.3f}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+#: :func:`transition_id` memoised: the read model shows each account's last transitions
+#: (``StageMachine.view``) at every flush the account changed in, and a sha256 per entry
+#: was most of that. A transition's id is computed first when it is made (``_move``), so
+#: the flush that shows it finds it here. Bounded: ~0.4 KB per entry, ~6 MB at most.
+#: ``typed``: ids format their arguments, and equal values of other types could format
+#: otherwise.
+_cached_transition_id = functools.lru_cache(maxsize=_TRANSITION_IDS, typed=True)(_transition_id)
 
 
 @functools.lru_cache(maxsize=8192)
