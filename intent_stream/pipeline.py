@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -50,6 +49,7 @@ from intent_stream.scoring import (
     fit_traits,
     topic_of,
 )
+from intent_stream.scoring.isotime import iso_ms
 from intent_stream.scoring.stages import (
     StageMachine,
     StageState,
@@ -176,7 +176,7 @@ def iso(ts: float) -> str:
     >>> iso(0)
     '1970-01-01T00:00:00.000Z'
     """
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return iso_ms(ts)
 
 
 class AccountProcessor:
@@ -392,7 +392,7 @@ class AccountProcessor:
             "alerts": view.alerts,
             "last_event_at": iso(view.event_time),
             # Wall time differs at every update: formatted without the cache it would flush.
-            "updated_at": iso.__wrapped__(view.updated_at),
+            "updated_at": iso_ms(view.updated_at),
             **self.render_stage(view),
         }
 

@@ -15,7 +15,8 @@ measured in event time, and a late outcome older than one already applied does n
 Transition ids are a hash of the account, the transition's sequence number, its stages and
 its event time, so a replay of the same history yields the same ids.
 
->>> from intent_stream.scoring.signals import AccountSignals
+>>> from intent_stream.scoring.isotime import iso_ms
+from intent_stream.scoring.signals import AccountSignals
 >>> machine = StageMachine(model=default_stage_model())
 >>> signals = AccountSignals()
 >>> signals.learn_one(signal="demo_request", ts=100.0, person_id="p1")
@@ -42,11 +43,11 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from intent_stream.scoring.isotime import iso_ms
 from intent_stream.scoring.signals import DEFAULT_SIGNALS, HIGH_INTENT, AccountSignals, classify
 from intent_stream.scoring.transitions import TransitionModel
 
@@ -838,7 +839,7 @@ _cached_transition_id = functools.lru_cache(maxsize=_TRANSITION_IDS, typed=True)
 
 @functools.lru_cache(maxsize=8192)
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return iso_ms(ts)
 
 
 @dataclass(frozen=True)
