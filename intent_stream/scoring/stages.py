@@ -15,8 +15,7 @@ measured in event time, and a late outcome older than one already applied does n
 Transition ids are a hash of the account, the transition's sequence number, its stages and
 its event time, so a replay of the same history yields the same ids.
 
->>> from intent_stream.scoring.isotime import iso_ms
-from intent_stream.scoring.signals import AccountSignals
+>>> from intent_stream.scoring.signals import AccountSignals
 >>> machine = StageMachine(model=default_stage_model())
 >>> signals = AccountSignals()
 >>> signals.learn_one(signal="demo_request", ts=100.0, person_id="p1")
