@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,8 +225,14 @@ def _position(consumer: Any, tp: Any) -> int | None:
         return None
 
 
-def _transport(settings: Settings, metrics: Metrics) -> type[Any]:
-    """Faust's aiokafka transport with four changes to its consumer: its fetch wait is
+def _transport(
+    settings: Settings,
+    metrics: Metrics,
+    before_commit: list[Callable[[], Awaitable[object]]] | None = None,
+) -> type[Any]:
+    """Faust's aiokafka transport with five changes to its consumer: before each offset
+    commit it awaits the ``before_commit`` callables (the worker flushes its Redis read
+    model there, so no committed record's snapshot is left unwritten); its fetch wait is
     ``settings.fetch_max_wait_ms``; and, so that a restarted or joining worker resumes every
     partition with complete tables and no record skipped, changelog highwaters come from
     :func:`confirm_end_offsets` (table recovery reads each changelog up to its highwater),
@@ -291,7 +297,7 @@ def _transport(settings: Settings, metrics: Metrics) -> type[Any]:
 
     class Consumer(faust_aiokafka.Consumer):
         """Delivers each stream partition's records in offset order from the committed
-        offset on, whatever its fetch does.
+        offset on, whatever its fetch does; flushes what must be written before a commit.
 
         After a kill -9 a restarted worker's fetch was seen to hand over a raw partition's
         records from 486 while the group had committed 198, with no gap noticed by Faust
@@ -318,6 +324,15 @@ def _transport(settings: Settings, metrics: Metrics) -> type[Any]:
             for tp, offset in committed.items():
                 if not self._is_changelog_tp(tp):
                     self._expected[tp] = offset if offset is not None and offset > 0 else 0
+            return committed
+
+        async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
+            # A record's offset is committed only after its effects are written: the table
+            # changelog (Faust flushes the producer next), and the snapshot in Redis, which
+            # a replay could not restore once the offset is past it.
+            for hook in before_commit or ():
+                await hook()
+            committed: bool = await super()._commit_tps(tps, start_new_transaction)
             return committed
 
         async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -416,7 +431,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport = _transport(settings, metrics)(app.conf.broker_consumer, app)
+    before_commit: list[Callable[[], Awaitable[object]]] = []
+    app.transport = _transport(settings, metrics, before_commit)(app.conf.broker_consumer, app)
     topics = declare(app, settings)
     roles = settings.agent_set
     # A table is declared only by the workers whose agent uses it: Faust recovers every
@@ -463,6 +479,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         metrics=metrics,
         render=processor.render,
     )
+    before_commit.append(read_model.flush)
     ingest = IngestProcessor(
         graph=IdentityGraph(freemail=FREEMAIL_DOMAINS | settings.freemail_domain_set),
         pseudonymiser=Pseudonymiser(settings.pseudonymise_key.encode()),

@@ -153,6 +153,9 @@ class RecordResult:
     alerts: list[OutgoingAlert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     snapshots: dict[str, AccountView] = field(default_factory=dict)
+    #: Accounts a replayed record touched, as their state stands: for the read model only
+    #: (not scored again, no latency to observe).
+    refreshed: dict[str, AccountView] = field(default_factory=dict)
     applied: Counter[str] = field(default_factory=_counter)
     skipped: int = 0
     labels: Counter[str] = field(default_factory=_counter)
@@ -266,6 +269,9 @@ class AccountProcessor:
             applied = state["off"]
             if offset <= applied.get(source, -1):
                 result.skipped += len(events)
+                # A replay follows a crash, which can come between applying a record and
+                # writing the account's snapshot to Redis: write it again from the state.
+                result.refreshed[account_id] = self.view_of(account_id, state)
                 return
             signals = AccountSignals.from_dict(state["signals"])
             policy_state = PolicyState.from_dict(state["policy"])
@@ -312,6 +318,24 @@ class AccountProcessor:
             traits=scoring.traits,
             stage=stage,
             contributions=scoring.contributions,
+        )
+
+    def view_of(self, account_id: str, state: Mapping[str, Any]) -> AccountView:
+        """The read-model view of an account's stored state, scored by the current model."""
+        signals = AccountSignals.from_dict(state["signals"])
+        now = float(state["event_time"])
+        x = signals.features(now)
+        return AccountView(
+            account_id=account_id,
+            score=self.model.score_one(x),
+            features=x,
+            events=int(state["events"]),
+            alerts=PolicyState.from_dict(state["policy"]).episode,
+            event_time=now,
+            updated_at=self.clock(),
+            signals=signals,
+            traits=dict(state.get("traits", {})),
+            stage=state.get("stage"),
         )
 
     def forget(

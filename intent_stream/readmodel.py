@@ -134,6 +134,9 @@ class RedisReadModel:
         self._values: dict[str, bytes | None] = {}
         self._failures = 0
         self._retry_at = 0.0
+        # Flushes run one at a time (the timer's and the one before each offset commit):
+        # two at once could write an older snapshot after a newer one.
+        self._lock = asyncio.Lock()
 
     @property
     def pending(self) -> int:
@@ -153,6 +156,10 @@ class RedisReadModel:
 
     async def flush(self) -> int:
         """Write pending snapshots; return how many were written (0 while backing off)."""
+        async with self._lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         if not (self._pending or self._rendered or self._values) or self.clock() < self._retry_at:
             return 0
         batch, self._pending = self._pending, {}

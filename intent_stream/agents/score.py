@@ -260,6 +260,8 @@ async def _publish(engine: Engine, result: RecordResult, message: Any) -> None:
         metrics.events_skipped.inc(result.skipped)
     if result.snapshots:
         engine.read_model.update(result.snapshots)
+    if result.refreshed:
+        engine.read_model.update(result.refreshed)
 
 
 async def _publish_transitions(engine: Engine, result: RecordResult) -> None:

@@ -56,6 +56,19 @@ def test_replayed_records_are_skipped_not_double_counted():
     assert table["acme"]["events"] == 4
 
 
+def test_a_replay_writes_the_accounts_snapshot_again_as_its_state_stands():
+    # A crash can come between applying a record and writing the snapshot to Redis; the
+    # replay that follows re-sends the snapshot, not scored again and not counted.
+    proc, table = _processor(), {}
+    proc.process(table, value=orjson.dumps(_hot("acme")), partition=0, offset=1)
+    first = proc.process(table, value=orjson.dumps(_hot("acme")), partition=0, offset=2)
+    replay = proc.process(table, value=orjson.dumps(_hot("acme")), partition=0, offset=1)
+    assert (replay.snapshots, replay.alerts, replay.skipped) == ({}, [], 8)
+    view = replay.refreshed["acme"]
+    assert (view.events, view.event_time) == (16, first.snapshots["acme"].event_time)
+    assert proc.render(view) == proc.render(first.snapshots["acme"])
+
+
 def test_replay_gives_the_same_alert_ids():
     first = _processor().process({}, value=orjson.dumps(_hot("acme")), partition=0, offset=1)
     second = _processor().process({}, value=orjson.dumps(_hot("acme")), partition=0, offset=1)
