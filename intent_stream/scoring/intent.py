@@ -123,51 +123,17 @@ class PointsPrior:
             out["recency_days"] = round(-min(QUIET_CAP, QUIET_POINTS * quiet), 4)
         return out
 
-    def points(self, x: Mapping[str, float]) -> float:
-        """The sum of :meth:`contributions`, without building it (this runs per score).
-
-        The terms are the same rounded values, summed in the same order, so the total is the
-        same float.
-
-        >>> x = {"pricing_view": 0.6931472, "people": 3.0, "velocity": 0.4, "recency_days": 9.0}
-        >>> PointsPrior().points(x) == max(0.0, sum(PointsPrior().contributions(x).values()))
-        True
-        """
-        get = x.get
-        terms = [
-            round(spec.weight * math.expm1(value), 4)
-            for name, spec in self.signals.items()
-            if (value := get(name, 0.0))
-        ]
-        people = get("people", 0.0)
-        if people > 1:
-            terms.append(round(PEOPLE_POINTS * (people - 1), 4))
-        if get("senior_people", 0.0):
-            terms.append(round(SENIOR_POINTS * x["senior_people"], 4))
-        velocity = get("velocity", 0.0)
-        if velocity > 0:
-            terms.append(round(min(VELOCITY_CAP, VELOCITY_POINTS * velocity), 4))
-        surge = get("topic_surge", 0.0)
-        if surge > 0:
-            terms.append(round(SURGE_POINTS * surge, 4))
-        quiet = get("recency_days", 0.0) - QUIET_DAYS
-        if quiet > 0:
-            terms.append(round(-min(QUIET_CAP, QUIET_POINTS * quiet), 4))
-        return max(0.0, sum(terms))
-
     def score_one(self, x: Mapping[str, float]) -> float:
-        """0-100: ``100 * (1 - exp(-points / scale))``.
+        """0-100: ``100 * (1 - exp(-points / scale))``, the points being the sum of
+        :meth:`contributions` (at least 0).
 
         >>> PointsPrior().score_one({})
         0.0
         """
-        return 100.0 * (1.0 - math.exp(-self.points(x) / self.scale))
+        return self.score_contributions(x)[0]
 
     def score_contributions(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
-        """:meth:`score_one` and :meth:`contributions` of ``x`` at the cost of the latter.
-
-        The points are the contributions' sum (the same terms in the same order), so the
-        score is the same float as :meth:`score_one`'s.
+        """:meth:`score_one` and :meth:`contributions` of ``x``, the points summed once.
 
         >>> x = {"pricing_view": 0.6931472, "people": 3.0, "velocity": 0.4, "recency_days": 9.0}
         >>> PointsPrior().score_contributions(x) == (PointsPrior().score_one(x),
@@ -224,11 +190,7 @@ class IntentModel:
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """Intent score 0-100."""
-        prior = self._prior.score_one(x)
-        w = self.blend
-        if w == 0.0:
-            return prior
-        return (1.0 - w) * prior + w * 100.0 * self.predict_proba_one(x)
+        return self.score_explained(x)[0]
 
     def score_explained(self, x: Mapping[str, float]) -> tuple[float, dict[str, float]]:
         """:meth:`score_one` of ``x`` and the prior's points per feature, for :meth:`explain`
