@@ -69,6 +69,7 @@ _ALERT_INTERVAL_BUCKETS = tuple(
 )
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 # Event time is set by the tracker; events arrive late (offline devices, batch imports,
 # backfills), so these run from sub-second to a day.
 _EVENT_TIME_BUCKETS = (
@@ -233,6 +234,20 @@ class Metrics:
             p + "record_latency_seconds",
             "Seconds from a record's Kafka timestamp to the end of its processing.",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.score_batch_seconds = Histogram(
+            p + "score_batch_seconds",
+            "Seconds the scoring agent takes to apply a batch of records and send what it "
+            "produced.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.score_batch_records = Histogram(
+            p + "score_batch_records",
+            "Records per batch the scoring agent applies (up to score_batch_records; larger "
+            "under a backlog).",
+            buckets=_BATCH_BUCKETS,
             registry=registry,
         )
         self.score_latency = Histogram(

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ from intent_stream.scoring.stages import (
     StageTransition,
     stored_history,
 )
+from intent_stream.tables import put
 from intent_stream.topics import partition_for
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ __all__ = [
     "INTENT_RULE",
     "AccountProcessor",
     "AccountView",
+    "BatchRecord",
     "DeadLetter",
     "OutgoingAlert",
     "RecordResult",
@@ -89,6 +91,9 @@ class DeadLetter:
     reason: str
     detail: str
     value: bytes | None
+    #: The index, in the batch given to :meth:`AccountProcessor.process_batch`, of the
+    #: record it came from (0 for a single record).
+    record: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,33 @@ class _Scoring:
     at: float  # event time of the newest signal applied
     dirty: bool = False  # signals changed since the last snapshot
     contributions: dict[str, float] | None = None  # the prior's points, once scored
+
+
+#: A record of the account topic as :meth:`AccountProcessor.process_batch` takes it:
+#: ``(value, partition, offset)``.
+BatchRecord = tuple[bytes | None, int, int]
+
+
+@dataclass(slots=True)
+class _Live:
+    """An account while a batch is applied: its state decoded once, updated record by
+    record, written once (see :meth:`AccountProcessor.process_batch`)."""
+
+    account_id: str
+    partition: int  # of its records: the changelog partition its state is written to
+    state: dict[str, Any] | None  # the table value before the batch
+    seen: dict[str, int]  # replay guard: last applied offset per source
+    scoring: _Scoring
+    policy: PolicyState
+    events: int
+    now: float
+    stage: dict[str, Any] | None
+    #: The signals as the last applied record left them in table form (to_dict), or None
+    #: before the first record.
+    stored: dict[str, Any] | None = None
+    #: The last record's features and score, for the read model.
+    x: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
 
 
 def _counter() -> Counter[Any]:
@@ -232,93 +264,169 @@ class AccountProcessor:
         offset: int,
     ) -> RecordResult:
         """Apply one record; per-event problems dead-letter that event only."""
-        if is_forget(value):
-            return self.forget(table, value or b"", partition=partition)
+        return self.process_batch(table, [(value, partition, offset)])
+
+    def process_batch(
+        self, table: MutableMapping[str, Any], records: Sequence[BatchRecord]
+    ) -> RecordResult:
+        """Apply records of the account topic, each ``(value, partition, offset)``, at once.
+
+        The records are applied in order, each account after each of its records exactly
+        as :meth:`process` would (learning, score, stage step, alert decision), so the
+        outputs (state, alerts, transitions, labels and the shared models' learning) are
+        those of the records applied one by one, whatever the batching. What a batch saves
+        is per account: its state is read and decoded once, written once (one changelog
+        message, in the partition of its records) and gives one read-model view. Records
+        an account's replay guard has seen are skipped, whether applied before the batch
+        or earlier in it. A forget record first writes what the records before it did.
+        Dead letters carry the index of their record in ``records``.
+        """
         result = RecordResult()
-        try:
-            raw_events, src = decode_record(value)
-        except Rejected as exc:
-            result.dead_letters.append(DeadLetter(exc.reason, exc.detail, value))
-            return result
-        by_account: dict[str, list[Event]] = {}
-        for raw in raw_events:
-            try:
-                event = parse_event(raw)
-            except Rejected as exc:
-                result.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw)))
+        live: dict[str, _Live] = {}
+        for index, (value, partition, offset) in enumerate(records):
+            if is_forget(value):
+                self._write(table, live, result)
+                live = {}
+                self.forget(table, value or b"", partition=partition, result=result, record=index)
                 continue
-            by_account.setdefault(event.account_id, []).append(event)
-        # Replay guard key: the raw partition for forwarded records, else this partition.
-        guard = (f"r{src[0]}", src[1]) if src is not None else (f"e{partition}", offset)
-        for account_id, events in by_account.items():
-            self._apply(table, account_id, events, guard, result)
+            try:
+                raw_events, src = decode_record(value)
+            except Rejected as exc:
+                result.dead_letters.append(DeadLetter(exc.reason, exc.detail, value, index))
+                continue
+            # Replay guard key: the raw partition for forwarded records, else this partition.
+            source, at = (f"r{src[0]}", src[1]) if src is not None else (f"e{partition}", offset)
+            by_account: dict[str, list[Event]] = {}
+            for raw in raw_events:
+                try:
+                    event = parse_event(raw)
+                except Rejected as exc:
+                    letter = DeadLetter(exc.reason, exc.detail, dump_event(raw), index)
+                    result.dead_letters.append(letter)
+                    continue
+                by_account.setdefault(event.account_id, []).append(event)
+            for account_id, events in by_account.items():
+                account = live.get(account_id)
+                if account is None:
+                    live[account_id] = account = self._open(table, account_id, partition, events)
+                if at <= account.seen.get(source, -1):
+                    result.skipped += len(events)
+                    continue
+                account.seen[source] = at
+                self._apply(account, events, result)
+        self._write(table, live, result)
         return result
 
-    def _apply(
+    def _open(
         self,
         table: MutableMapping[str, Any],
         account_id: str,
+        partition: int,
         events: list[Event],
-        guard: tuple[str, int],
-        result: RecordResult,
-    ) -> None:
+    ) -> _Live:
         state = table.get(account_id)
-        source, offset = guard
-        applied: dict[str, int] = {}
-        if state is not None:
-            applied = state["off"]
-            if offset <= applied.get(source, -1):
-                result.skipped += len(events)
-                # A replay follows a crash, which can come between applying a record and
-                # writing the account's snapshot to Redis: write it again from the state.
-                result.refreshed[account_id] = self.view_of(account_id, state)
-                return
-            signals = AccountSignals.from_dict(state["signals"])
-            policy_state = PolicyState.from_dict(state["policy"])
-            n_events = int(state["events"])
-        else:
-            signals = AccountSignals()
-            policy_state = PolicyState()
-            n_events = 0
-        now = float(state["event_time"]) if state is not None else events[0].ts
-        scoring = self._open_scoring(state, signals, now)
+        if state is None:
+            signals, now = AccountSignals(), events[0].ts
+            return _Live(
+                account_id, partition, None, {}, self._open_scoring(None, signals, now),
+                PolicyState(), 0, now, None,
+            )  # fmt: skip
+        now = float(state["event_time"])
+        signals = AccountSignals.from_dict(state["signals"])
+        return _Live(
+            account_id,
+            partition,
+            state,
+            dict(state["off"]),
+            self._open_scoring(state, signals, now),
+            PolicyState.from_dict(state["policy"]),
+            int(state["events"]),
+            now,
+            state.get("stage"),
+        )
+
+    def _apply(self, account: _Live, events: list[Event], result: RecordResult) -> None:
+        """Apply one record's events of ``account``, then score it and decide."""
+        previous: Mapping[str, Any] | None = account.state
+        if account.stored is not None:
+            # A record before this one in the batch: continue from the account as that
+            # record left it in the table (with to_dict's rounding), as a record applied
+            # alone would.
+            signals = AccountSignals.from_dict(account.stored)
+            scoring = account.scoring
+            account.scoring = _Scoring(signals, scoring.pending, scoring.traits, account.now)
+            account.policy = PolicyState.from_dict(account.policy.to_dict())
+            stage = account.stage
+            previous = {
+                "signals": account.stored,
+                **({"stage": stage} if stage is not None else {}),
+            }
+        scoring, account_id = account.scoring, account.account_id
+        signals, now = scoring.signals, account.now
         for event in events:
             now = max(now, event.ts)
             self._learn_event(scoring, event, now, result)
             result.applied[event.type] += 1
-        n_events += len(events)
+        account.events += len(events)
         x = signals.features(now)
         self._snapshot(scoring, x, now)
         score, scoring.contributions = self.model.score_explained(x)
+        made = len(result.transitions)
         stage = self.stage_step(
-            account_id, state, events, signals, score, now, result, traits=scoring.traits
+            account_id, previous, events, signals, score, now, result, traits=scoring.traits
         )
-        policy_state = self.alert_step(
-            account_id, state, policy_state, scoring, x, score, now, n_events, stage, result
+        account.policy = self.alert_step(
+            account_id,
+            previous,
+            account.policy,
+            scoring,
+            x,
+            score,
+            now,
+            account.events,
+            stage,
+            result,
+            transitions=result.transitions[made:],
         )
-        table[account_id] = {
-            "off": {**applied, source: offset},
-            "signals": signals.to_dict(),
-            "policy": policy_state.to_dict(),
-            "events": n_events,
-            "event_time": now,
-            "score": round(score, 2),
-            **self._dump_scoring(scoring),
-            **({"stage": stage} if stage is not None else {}),
-        }
-        result.snapshots[account_id] = AccountView(
-            account_id=account_id,
-            score=score,
-            features=x,
-            events=n_events,
-            alerts=policy_state.episode,
-            event_time=now,
-            updated_at=self.clock(),
-            signals=signals,
-            traits=scoring.traits,
-            stage=stage,
-            contributions=scoring.contributions,
-        )
+        account.stage, account.now, account.x, account.score = stage, now, x, score
+        account.stored = signals.to_dict()
+
+    def _write(
+        self, table: MutableMapping[str, Any], live: Mapping[str, _Live], result: RecordResult
+    ) -> None:
+        """Write each account of a batch once, and queue its read-model view."""
+        for account_id, account in live.items():
+            if account.stored is None:  # every record of it was a replay
+                if account.state is not None:
+                    # A replay follows a crash, which can come between applying a record
+                    # and writing the account's snapshot to Redis: write it again.
+                    result.refreshed[account_id] = self.view_of(account_id, account.state)
+                continue
+            scoring, stage = account.scoring, account.stage
+            value = {
+                "off": account.seen,
+                "signals": account.stored,
+                "policy": account.policy.to_dict(),
+                "events": account.events,
+                "event_time": account.now,
+                "score": round(account.score, 2),
+                **self._dump_scoring(scoring),
+                **({"stage": stage} if stage is not None else {}),
+            }
+            put(table, account_id, value, partition=account.partition)
+            result.snapshots[account_id] = AccountView(
+                account_id=account_id,
+                score=account.score,
+                features=account.x,
+                events=account.events,
+                alerts=account.policy.episode,
+                event_time=account.now,
+                updated_at=self.clock(),
+                signals=scoring.signals,
+                traits=scoring.traits,
+                stage=stage,
+                contributions=scoring.contributions,
+            )
 
     def view_of(self, account_id: str, state: Mapping[str, Any]) -> AccountView:
         """The read-model view of an account's stored state, scored by the current model."""
@@ -339,18 +447,27 @@ class AccountProcessor:
         )
 
     def forget(
-        self, table: MutableMapping[str, Any], value: bytes, *, partition: int
+        self,
+        table: MutableMapping[str, Any],
+        value: bytes,
+        *,
+        partition: int,
+        result: RecordResult | None = None,
+        record: int = 0,
     ) -> RecordResult:
         """Apply a forget control record (:mod:`intent_stream.privacy`): remove its people
         from the accounts ``partition`` owns, so each change lands in that partition's
-        changelog. Idempotent; no alert is decided (forgetting is not activity)."""
-        result = RecordResult()
+        changelog. Idempotent; no alert is decided (forgetting is not activity). What it
+        changed goes into ``result`` (a new one if None); ``record`` is its index in a batch.
+        """
+        result = RecordResult() if result is None else result
         request = ForgetRequest.from_bytes(value)
         if request is None:
             result.dead_letters.append(
-                DeadLetter("bad_control", "unreadable forget request", value)
+                DeadLetter("bad_control", "unreadable forget request", value, record)
             )
             return result
+        forgotten = 0
         for account_id, state in list(table.items()):
             if state is None or partition_for(account_id, request.partitions) != partition:
                 continue
@@ -360,7 +477,9 @@ class AccountProcessor:
             now = float(state["event_time"])
             x = signals.features(now)
             score = self.model.score_one(x)
-            table[account_id] = {**state, "signals": signals.to_dict(), "score": round(score, 2)}
+            value_now = {**state, "signals": signals.to_dict(), "score": round(score, 2)}
+            put(table, account_id, value_now, partition=partition)
+            forgotten += 1
             result.snapshots[account_id] = AccountView(
                 account_id=account_id,
                 score=score,
@@ -373,7 +492,7 @@ class AccountProcessor:
         logger.info(
             "forget request %s: person removed from %d account(s) of partition %d",
             request.request_id,
-            len(result.snapshots),
+            forgotten,
             partition,
         )
         return result
@@ -622,20 +741,18 @@ class AccountProcessor:
         n_events: int,
         stage: Mapping[str, Any] | None,
         result: RecordResult,
+        *,
+        transitions: list[StageTransition],
     ) -> PolicyState:
         """Decide on an alert after scoring and the stage step; return the new policy state.
 
-        ``previous`` is the account's table value before this record: topics that were not
-        surging in it and are now started a surge; the stages entered are this record's
-        transitions of the account.
+        ``previous`` is the account's table value before this update: topics that were not
+        surging in it and are now started a surge; the stages entered are ``transitions``,
+        the account's transitions in this update (the stage step's).
         """
         signals = scoring.signals
         surges = _surges_started(previous, signals)
-        entered = [
-            t.to_stage
-            for t in result.transitions
-            if t.account_id == account_id and not self._falls_back(t)
-        ]
+        entered = [t.to_stage for t in transitions if not self._falls_back(t)]
         fit: list[float] = []
 
         def band() -> str:  # the fit score costs a prediction: only when a rule fires
@@ -667,7 +784,7 @@ class AccountProcessor:
             n_events=n_events,
             stage=stage,
             topics=topics,
-            transitions=[t for t in result.transitions if t.account_id == account_id],
+            transitions=transitions,
         )
         result.alerts.append(alert)
         return new_state.remember(

@@ -185,6 +185,19 @@ class Settings:
         "until it ends, so this bounds each hop's added latency; lower costs idle fetches.",
         group="worker",
     )
+    score_batch_records: int = _opt(
+        100,
+        "Most account-topic records the scoring agent applies together. Decisions are "
+        "still made after each record, as if applied one by one; each account a batch "
+        "touches is read once and written once (one changelog message, one Redis view).",
+        group="worker",
+    )
+    score_batch_wait_ms: float = _opt(
+        10.0,
+        "Longest the scoring agent waits for more records before applying a batch that is "
+        "not full, in ms: the latency it may add when records trickle in.",
+        group="worker",
+    )
     web_host: str = _opt(
         "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.", group="worker"
     )
@@ -514,6 +527,11 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
     if not s.agent_set or not s.agent_set <= {"ingest", "score"}:
         yield f"{env_name('agents')} must name 'ingest', 'score' or both (got {s.agents!r})"
+    if s.score_batch_records < 1 or s.score_batch_wait_ms <= 0:
+        yield (
+            f"{env_name('score_batch_records')} must be at least 1 and "
+            f"{env_name('score_batch_wait_ms')} positive"
+        )
     if s.max_clock_skew < 0:
         yield f"{env_name('max_clock_skew')} must be 0 or more (got {s.max_clock_skew})"
     if s.pending_max_events < 0:

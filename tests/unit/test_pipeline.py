@@ -136,3 +136,167 @@ def test_every_classified_signal_is_counted_by_channel_campaign_and_content_type
     assert sum(result.marketing.values()) == sum(result.signals.values())
     replay = proc.process(table, value=orjson.dumps(events), partition=0, offset=1)
     assert replay.marketing == {}  # a skipped record counts nothing
+
+
+# -- batches of records (AccountProcessor.process_batch) ---------------------------------
+
+
+def _record(events, offset, partition=0):
+    return (orjson.dumps(events), partition, offset)
+
+
+def test_a_batch_updates_each_account_once_with_the_events_of_every_record():
+    one_by_one, batched = _processor(), _processor()
+    records = [_record([_ev("acme", t=i), _ev("globex", t=i)], offset=i) for i in range(5)]
+    table_a: dict = {}
+    for value, partition, offset in records:
+        one_by_one.process(table_a, value=value, partition=partition, offset=offset)
+    table_b: dict = {}
+    result = batched.process_batch(table_b, records)
+    assert set(result.snapshots) == {"acme", "globex"}
+    for account in ("acme", "globex"):
+        assert table_b[account]["events"] == table_a[account]["events"] == 5
+        assert table_b[account]["signals"] == table_a[account]["signals"]
+        assert table_b[account]["off"] == table_a[account]["off"] == {"e0": 4}
+    assert result.applied["page"] == 10
+
+
+def test_a_batch_skips_records_applied_before_it_and_repeated_in_it():
+    proc, table = _processor(), {}
+    proc.process(table, value=orjson.dumps([_ev("acme")]), partition=2, offset=3)
+    records = [
+        _record([_ev("acme", t=1)], offset=3, partition=2),  # applied before the batch
+        _record([_ev("acme", t=2)], offset=4, partition=2),
+        _record([_ev("acme", t=2)], offset=4, partition=2),  # delivered twice in the batch
+        _record([_ev("acme", t=3)], offset=5, partition=2),
+    ]
+    result = proc.process_batch(table, records)
+    assert result.skipped == 2
+    assert table["acme"]["events"] == 3
+    assert table["acme"]["off"] == {"e2": 5}
+
+
+def test_a_batch_of_replayed_records_refreshes_the_snapshot_without_scoring():
+    proc, table = _processor(), {}
+    records = [_record([_ev("acme", t=i)], offset=i) for i in range(3)]
+    proc.process_batch(table, records)
+    replay = proc.process_batch(table, records)
+    assert (replay.snapshots, replay.skipped) == ({}, 3)
+    assert replay.refreshed["acme"].events == 3
+
+
+def test_dead_letters_of_a_batch_name_their_record():
+    proc, table = _processor(), {}
+    records = [
+        _record([_ev("acme")], offset=0),
+        (b"not json", 0, 1),
+        _record([_ev("acme", t=1), {"type": "page", "context": {"groupId": "x"}}], offset=2),
+    ]
+    result = proc.process_batch(table, records)
+    assert [(d.reason, d.record) for d in result.dead_letters] == [
+        ("invalid_json", 1),
+        (result.dead_letters[1].reason, 2),
+    ]
+    assert table["acme"]["events"] == 2
+
+
+def test_a_forget_record_in_a_batch_removes_what_the_records_before_it_added():
+    from intent_stream.privacy import ForgetRequest
+
+    proc, table = _processor(), {}
+    forget = ForgetRequest(request_id="r1", nodes=("user:p1",), partitions=1)
+    records = [
+        _record([_ev("acme", person="p1")], offset=0),
+        (forget.to_bytes(), 0, 1),
+        _record([_ev("acme", person="p2", t=1)], offset=2),
+    ]
+    result = proc.process_batch(table, records)
+    people = table["acme"]["signals"]["p"]
+    assert "p1" not in people
+    assert "p2" in people
+    assert table["acme"]["events"] == 2
+    assert result.snapshots["acme"].events == 2
+
+
+def test_each_account_is_written_in_the_partition_its_records_came_from():
+    from intent_stream.tables import JsonTable
+
+    class Changelogged(dict):
+        """The parts of a Faust table JsonTable.put uses: its store and send_changelog."""
+
+        def __init__(self):
+            super().__init__()
+            self.data = self
+            self.sent: list[tuple[int, str]] = []
+
+        def send_changelog(self, partition, key, value):
+            self.sent.append((partition, key))
+
+    raw = Changelogged()
+    proc, table = _processor(), JsonTable(raw)
+    records = [_record([_ev("acme")], offset=0, partition=1), _record([_ev("globex")], 0, 3)]
+    proc.process_batch(table, records)
+    assert sorted(raw.sent) == [(1, "acme"), (3, "globex")]
+    assert table["acme"]["events"] == table["globex"]["events"] == 1
+
+
+def test_any_batching_gives_the_outputs_of_the_records_applied_one_by_one():
+    import random
+
+    from intent_stream.alerts.config import alert_policy
+    from intent_stream.scoring.stages import StageMachine, default_stage_model
+    from intent_stream.settings import Settings
+    from intent_stream.simulate import SimulationConfig, simulate
+    from intent_stream.topics import partition_for
+
+    def processor():
+        return AccountProcessor(
+            model=IntentModel(),
+            policy=alert_policy(Settings()),
+            clock=lambda: 0.0,
+            stages=StageMachine(model=default_stage_model()),
+        )
+
+    # Simulated journeys as trackers flush them (1 to 60 events), one record per partition,
+    # with an undecodable record and a replayed one here and there.
+    rng = random.Random(3)
+    events = list(simulate(SimulationConfig(accounts=60, days=45, seed=9)))
+    records, offsets, i, flushes = [], [0, 0], 0, 0
+    while i < len(events):
+        flushes += 1
+        n = rng.choice([1, 1, 4, 60])
+        groups: dict[int, list] = {}
+        for e in events[i : i + n]:
+            groups.setdefault(partition_for(e["context"]["groupId"], 2), []).append(e)
+        i += n
+        for p, batch in groups.items():
+            records.append((orjson.dumps({"batch": batch}), p, offsets[p]))
+            offsets[p] += 1
+        if flushes % 10 == 0:
+            records.append((b"{oops", 0, offsets[0]))
+            offsets[0] += 1
+            records.append(rng.choice(records))
+
+    def outputs(batch_sizes):
+        proc, table, results, j = processor(), {}, [], 0
+        while j < len(records):
+            size = next(batch_sizes)
+            results.append(proc.process_batch(table, records[j : j + size]))
+            j += size
+        return (
+            orjson.dumps(table, option=orjson.OPT_SORT_KEYS),
+            [a.value for r in results for a in r.alerts],
+            [t.to_payload() for r in results for t in r.transitions],
+            [(d.reason, d.value) for r in results for d in r.dead_letters],
+            sum(r.skipped for r in results),
+            (proc.model.n_labels, proc.fit.n_labels, proc.health.n),
+        )
+
+    one_by_one = outputs(iter(lambda: 1, None))
+    assert one_by_one[1], "the workload must produce alerts"
+    assert one_by_one[2], "the workload must produce stage transitions"
+    assert one_by_one[3], "the workload must produce dead letters"
+    assert one_by_one[4], "the workload must replay records"
+    for sizes in ([7], [50], [1, 300, 2, 13]):
+        cycle = iter(sizes * len(records))
+        assert outputs(cycle) == one_by_one, f"batches of {sizes} differ"
