@@ -69,6 +69,7 @@ __all__ = [
     "DeadLetter",
     "OutgoingAlert",
     "RecordResult",
+    "chunked",
     "dump_event",
     "iso",
 ]
@@ -144,6 +145,26 @@ class _Scoring:
 #: A record of the account topic as :meth:`AccountProcessor.process_batch` takes it:
 #: ``(value, partition, offset)``.
 BatchRecord = tuple[bytes | None, int, int]
+
+
+def chunked(records: Sequence[BatchRecord], max_bytes: int) -> list[Sequence[BatchRecord]]:
+    """``records`` cut, in order, into runs of at most ``max_bytes`` of values (a record
+    larger than that is a run of its own), so that a batch's decoded events stay bounded.
+
+    >>> [[o for _, _, o in run] for run in chunked([(b"x" * 6, 0, o) for o in range(5)], 12)]
+    [[0, 1], [2, 3], [4]]
+    """
+    runs: list[Sequence[BatchRecord]] = []
+    start, size = 0, 0
+    for i, (value, _, _) in enumerate(records):
+        n = len(value) if value else 0
+        if size and size + n > max_bytes:
+            runs.append(records[start:i])
+            start, size = i, 0
+        size += n
+    if start < len(records):
+        runs.append(records[start:])
+    return runs
 
 
 @dataclass(slots=True)

@@ -192,6 +192,13 @@ class Settings:
         "touches is read once and written once (one changelog message, one Redis view).",
         group="worker",
     )
+    score_batch_bytes: int = _opt(
+        4_194_304,
+        "Most bytes of record values the scoring agent decodes and applies at once: a batch "
+        "of larger records is applied in parts, in order (same outputs), so its memory "
+        "stays bounded.",
+        group="worker",
+    )
     score_batch_wait_ms: float = _opt(
         10.0,
         "Longest the scoring agent waits for more records before applying a batch that is "
@@ -527,10 +534,10 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
     if not s.agent_set or not s.agent_set <= {"ingest", "score"}:
         yield f"{env_name('agents')} must name 'ingest', 'score' or both (got {s.agents!r})"
-    if s.score_batch_records < 1 or s.score_batch_wait_ms <= 0:
+    if s.score_batch_records < 1 or s.score_batch_bytes < 1 or s.score_batch_wait_ms <= 0:
         yield (
-            f"{env_name('score_batch_records')} must be at least 1 and "
-            f"{env_name('score_batch_wait_ms')} positive"
+            f"{env_name('score_batch_records')} and {env_name('score_batch_bytes')} must be "
+            f"at least 1 and {env_name('score_batch_wait_ms')} positive"
         )
     if s.max_clock_skew < 0:
         yield f"{env_name('max_clock_skew')} must be 0 or more (got {s.max_clock_skew})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,7 +18,13 @@ from redis.exceptions import RedisError
 from intent_stream.agents.sinks import observe_send, send_dead_letters
 from intent_stream.alerts import cloudevent_headers, event_source
 from intent_stream.metrics import Metrics
-from intent_stream.pipeline import AccountProcessor, DeadLetter, RecordResult
+from intent_stream.pipeline import (
+    AccountProcessor,
+    BatchRecord,
+    DeadLetter,
+    RecordResult,
+    chunked,
+)
 from intent_stream.readmodel import model_key
 from intent_stream.scoring import (
     CheckpointError,
@@ -145,6 +152,7 @@ def register(engine: Engine) -> None:
 
     settings = engine.settings
     batch_records, batch_wait = settings.score_batch_records, settings.score_batch_wait_ms / 1e3
+    batch_bytes = settings.score_batch_bytes
 
     @app.agent(topics.events, name=AGENT)  # type: ignore[untyped-decorator]
     async def score_accounts(stream: Any) -> None:
@@ -154,22 +162,13 @@ def register(engine: Engine) -> None:
         # backlog that is many records per update; when records trickle in, a batch is
         # what arrived within batch_wait.
         async for events in stream.take_events(batch_records, within=batch_wait):
-            started = time.perf_counter()
-            messages = [event.message for event in events]
             records = [(e.value, e.message.partition, e.message.offset) for e in events]
-            result = engine.processor.process_batch(engine.accounts, records)
-            await _publish(engine, result, messages)
-            metrics.score_batch_seconds.observe(time.perf_counter() - started)
-            metrics.score_batch_records.observe(len(messages))
-            now = time.time()
-            metrics.records_processed.inc(len(messages))
-            metrics.child(metrics.agent_records, AGENT).inc(len(messages))
-            for message in messages:
-                metrics.record_latency.observe(max(0.0, now - message.timestamp))
-            for view in result.snapshots.values():
-                metrics.score_latency.observe(max(0.0, now - view.event_time))
-            if result.labels and checkpointer.due():
-                await checkpointer.save()
+            # A batch's decoded events are bounded by its bytes, whatever its records hold.
+            done = 0
+            for run in chunked(records, batch_bytes):
+                messages = [event.message for event in events[done : done + len(run)]]
+                done += len(run)
+                await _apply(engine, checkpointer, run, messages)
 
     health_seen = [-1]
 
@@ -221,6 +220,30 @@ def _observe_model(metrics: Metrics, processor: AccountProcessor) -> None:
     metrics.child(metrics.model_labels, "positive").set(model.n_positive)
     metrics.child(metrics.model_labels, "negative").set(model.n_labels - model.n_positive)
     metrics.model_blend.set(model.blend)
+
+
+async def _apply(
+    engine: Engine,
+    checkpointer: ModelCheckpointer,
+    records: Sequence[BatchRecord],
+    messages: list[Any],
+) -> None:
+    """Apply a batch of account-topic records, send what it produced, count it."""
+    metrics = engine.metrics
+    started = time.perf_counter()
+    result = engine.processor.process_batch(engine.accounts, records)
+    await _publish(engine, result, messages)
+    metrics.score_batch_seconds.observe(time.perf_counter() - started)
+    metrics.score_batch_records.observe(len(messages))
+    now = time.time()
+    metrics.records_processed.inc(len(messages))
+    metrics.child(metrics.agent_records, AGENT).inc(len(messages))
+    for message in messages:
+        metrics.record_latency.observe(max(0.0, now - message.timestamp))
+    for view in result.snapshots.values():
+        metrics.score_latency.observe(max(0.0, now - view.event_time))
+    if result.labels and checkpointer.due():
+        await checkpointer.save()
 
 
 async def _publish(engine: Engine, result: RecordResult, messages: list[Any]) -> None:
