@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -216,6 +217,23 @@ def _holes(offsets: list[int], start: int, end: int) -> list[tuple[int, int]]:
     return holes
 
 
+def stalled(
+    expected: Mapping[Any, int], checked: Mapping[Any, int], highwater: Callable[[Any], Any]
+) -> dict[Any, int]:
+    """The partitions whose next expected offset has not moved since the last check
+    (``checked``) although their fetch's high watermark is past it, with that offset.
+
+    >>> hw = {"a": 10, "b": 10, "c": 5, "d": None}.get
+    >>> stalled({"a": 3, "b": 4, "c": 5, "d": 1}, {"a": 3, "b": 2, "c": 5, "d": 1}, hw)
+    {'a': 3}
+    """
+    return {
+        tp: offset
+        for tp, offset in expected.items()
+        if checked.get(tp) == offset and (highwater(tp) or 0) > offset
+    }
+
+
 def _position(consumer: Any, tp: Any) -> int | None:
     """An aiokafka consumer's position in ``tp`` without waiting for one (None if unknown)."""
     try:
@@ -223,6 +241,10 @@ def _position(consumer: Any, tp: Any) -> int | None:
         return int(state.position) if state is not None and state.has_valid_position else None
     except (AttributeError, TypeError, AssertionError):
         return None
+
+
+#: Seconds between a worker's checks for stream partitions that stopped short of their end.
+STALL_CHECK_S = 5.0
 
 
 def _transport(
@@ -315,6 +337,10 @@ def _transport(
             self._deliver = self.callback
             self.callback = self._in_order
             self._expected: dict[TP, int] = {}
+            # For the stall check: _expected as the previous check saw it, and the
+            # partitions it is refilling (their records wait until it is done).
+            self._checked: dict[TP, int] = {}
+            self._refilling: dict[TP, asyncio.Event] = {}
 
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -342,6 +368,18 @@ def _transport(
 
         async def _in_order(self, message: Any) -> None:
             tp = message.tp
+            refilling = self._refilling.get(tp)
+            if refilling is not None:
+                await refilling.wait()
+            app = self.app
+            if (
+                not app.flow_control.is_active()
+                or message.generation_id != app.consumer_generation_id
+            ):
+                # The stream drops what arrives while a rebalance stops the flow, and Faust
+                # seeks back to the committed offsets after it: the record is not the next
+                # one delivered, so the expected offset stays where it is.
+                return
             expected = self._expected.get(tp)
             if expected is not None and message.offset > expected:
                 await self._refill(tp, expected, message.offset)
@@ -368,6 +406,42 @@ def _transport(
             # moved by retention) are gaps Faust may commit past.
             for first, stop in _holes([r.offset for r in records], start, end):
                 await super()._add_gap(tp, first, stop - 1)
+
+        @faust_aiokafka.Consumer.timer(STALL_CHECK_S)
+        async def _check_stalled(self) -> None:
+            """Deliver what a stream partition holds past its expected offset when nothing
+            arrived for it since the last check although its fetch saw more.
+
+            After a restart a partition was seen to stop for good at its committed offset
+            with its records on the broker: the records fetched during start-up were
+            dropped, and the fetch did not read them again. Nothing then arrives to set off
+            the refill in _in_order; this check does it."""
+            checked, self._checked = self._checked, dict(self._expected)
+            if self.app.rebalancing or not self.app.flow_control.is_active():
+                return
+            stuck = stalled(self._expected, checked, self.highwater)
+            if not stuck:
+                return
+            ends = await confirm_end_offsets(settings, {tp: self.highwater(tp) for tp in stuck})
+            for tp, start in stuck.items():
+                end = ends.get(tp, 0)
+                if self._expected.get(tp) != start or end <= start:
+                    continue
+                logger.warning(
+                    "%s[%d] received nothing past offset %d for %.0fs though it holds records "
+                    "up to %d",
+                    tp.topic,
+                    tp.partition,
+                    start,
+                    STALL_CHECK_S,
+                    end,
+                )
+                done = self._refilling[tp] = asyncio.Event()
+                try:
+                    await self._refill(tp, start, end)
+                finally:
+                    del self._refilling[tp]
+                    done.set()
 
         async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
             # Faust takes a jump in a partition's offsets for compaction or transaction
