@@ -4,6 +4,7 @@ offset, refilling what a fetch skipped (intent_stream.app, the Consumer of ``_tr
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from faust.types import TP
@@ -14,24 +15,34 @@ from intent_stream.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 
-def test_a_record_past_the_expected_offset_gets_the_skipped_ones_first_in_order(settings, producer):
+def _records_on(settings, producer, partition: int, n: int) -> TP:
+    """``n`` records on ``partition`` of the raw topic; its TP."""
     ensure_topics(settings)
-    topic, partition = settings.raw_topic, 2
-    for i in range(12):
-        producer.send(topic, value=b'{"n": %d}' % i, partition=partition)
+    for i in range(n):
+        producer.send(settings.raw_topic, value=b'{"n": %d}' % i, partition=partition)
     producer.flush(timeout=10)
-    tp = TP(topic, partition)
+    return TP(settings.raw_topic, partition)
+
+
+def _recording_consumer(settings) -> tuple[Any, Any, list[int]]:
+    """A never-started app's consumer whose deliveries are recorded (offsets) instead."""
+    engine = create_app(settings)
+    consumer = engine.app.consumer
+    delivered: list[int] = []
+
+    async def deliver(message) -> None:
+        delivered.append(message.offset)
+
+    consumer._deliver = deliver
+    return engine.app, consumer, delivered
+
+
+def test_a_record_past_the_expected_offset_gets_the_skipped_ones_first_in_order(settings, producer):
+    tp = _records_on(settings, producer, partition=2, n=12)
 
     async def run() -> list[int]:
-        engine = create_app(settings)
-        engine.app.flow_control.resume()  # as in a running worker between rebalances
-        consumer = engine.app.consumer
-        delivered: list[int] = []
-
-        async def deliver(message) -> None:
-            delivered.append(message.offset)
-
-        consumer._deliver = deliver
+        app, consumer, delivered = _recording_consumer(settings)
+        app.flow_control.resume()  # as in a running worker between rebalances
         records = {r.offset: r for r in await read_range(settings, tp, 0, 12)}
         assert sorted(records) == list(range(12))
         consumer._expected[tp] = 3  # as after a seek to committed offset 3
@@ -48,27 +59,15 @@ def test_a_record_past_the_expected_offset_gets_the_skipped_ones_first_in_order(
 def test_a_record_that_arrives_while_the_flow_is_stopped_is_not_delivered(settings, producer):
     # During a rebalance Faust stops the flow and the stream drops what arrives; the
     # expected offset stays, so the record comes again after the seek back (or a refill).
-    ensure_topics(settings)
-    topic, partition = settings.raw_topic, 1
-    for i in range(3):
-        producer.send(topic, value=b'{"n": %d}' % i, partition=partition)
-    producer.flush(timeout=10)
-    tp = TP(topic, partition)
+    tp = _records_on(settings, producer, partition=1, n=3)
 
     async def run() -> tuple[list[int], int]:
-        engine = create_app(settings)
-        consumer = engine.app.consumer
-        delivered: list[int] = []
-
-        async def deliver(message) -> None:
-            delivered.append(message.offset)
-
-        consumer._deliver = deliver
+        app, consumer, delivered = _recording_consumer(settings)
         records = {r.offset: r for r in await read_range(settings, tp, 0, 3)}
         consumer._expected[tp] = 0
-        engine.app.flow_control.suspend()
+        app.flow_control.suspend()
         await consumer._in_order(consumer._to_message(tp, records[0]))
-        engine.app.flow_control.resume()
+        app.flow_control.resume()
         expected = consumer._expected[tp]
         await consumer._in_order(consumer._to_message(tp, records[0]))
         return delivered, expected
