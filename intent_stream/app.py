@@ -252,7 +252,7 @@ def _transport(
     metrics: Metrics,
     before_commit: list[Callable[[], Awaitable[object]]] | None = None,
 ) -> type[Any]:
-    """Faust's aiokafka transport with five changes to its consumer: before each offset
+    """Faust's aiokafka transport with six changes to its consumer: before each offset
     commit it awaits the ``before_commit`` callables (the worker flushes its Redis read
     model there, so no committed record's snapshot is left unwritten); its fetch wait is
     ``settings.fetch_max_wait_ms``; and, so that a restarted or joining worker resumes every
@@ -260,7 +260,7 @@ def _transport(
     :func:`confirm_end_offsets` (table recovery reads each changelog up to its highwater),
     seeking to committed offsets also moves partitions that have none, and stream records
     are delivered in offset order from the committed offset (a fetch that skips ahead is
-    refilled; ``Consumer`` below)."""
+    refilled, and so is a partition that stalls short of its end; ``Consumer`` below)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -329,7 +329,10 @@ def _transport(
         rebalance and recovery); a record beyond it first gets the records between, read
         with a consumer of their own and delivered in order. Records before it (a re-read
         after a seek back) pass through: Faust drops what it has read and the replay guard
-        skips what was applied.
+        skips what was applied. Records that arrive while a rebalance stops the flow are not
+        delivered and leave the expected offset alone, and every ``STALL_CHECK_S`` a
+        partition that received nothing although its fetch saw more is refilled
+        (``_check_stalled``).
         """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
