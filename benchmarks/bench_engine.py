@@ -1,0 +1,193 @@
+"""The scoring engine alone: AccountProcessor.process_batch per event, and what it produced.
+
+No Kafka, no Redis: the engine is built as the worker builds it (``create_app``: the intent
+model, the alert policy, delayed labels, the fit model and the stage machine of the default
+settings; ``tune_gc`` as the worker calls it), over a ``JsonTable`` of a plain dict, with a
+fixed clock. It applies the records of bench_pipeline.py's layouts (the same seeded
+simulation; BENCH_ACCOUNTS and BENCH_ONE_EVENTS apply) in batches of ``score_batch_records``
+cut by ``score_batch_bytes``, as the scoring agent does, with offsets counted per partition:
+- batched: what the ingest agent forwards, ~100 events per record;
+- one: one event per record.
+Each layout runs BENCH_ENGINE_RUNS times (default 3) on a fresh engine and table; the best
+run's time is reported.
+
+The fingerprint of a layout is a sha256 over everything the engine produced, in order: each
+batch's RecordResult (alerts, stage transitions, dead letters, read-model views, counters),
+then the final table bytes and the models' learned state. Runs must agree with each other,
+and a change to the engine that is meant to be exact must leave it unchanged.
+
+Prints a table and writes benchmarks/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from bench_pipeline import PARTITIONS, records
+from harness import write_result
+
+from intent_stream.alerts.config import alert_policy
+from intent_stream.pipeline import AccountProcessor, AccountView, BatchRecord, chunked
+from intent_stream.runner import tune_gc
+from intent_stream.scoring import FEATURES, DelayedLabels, FitModel, IntentModel
+from intent_stream.scoring.stages import StageMachine, load_stage_model
+from intent_stream.settings import Settings
+from intent_stream.tables import JsonTable
+from intent_stream.topics import partition_for
+
+RUNS = int(os.environ.get("BENCH_ENGINE_RUNS", "3"))
+LAYOUTS = {"batched": "batched", "one event per record": "one"}
+
+
+def engine(settings: Settings) -> AccountProcessor:
+    """The scoring engine as ``create_app`` wires it (a fresh fit model), with a fixed clock."""
+    return AccountProcessor(
+        model=IntentModel(),
+        policy=alert_policy(settings),
+        clock=lambda: 0.0,
+        labels=DelayedLabels(
+            horizon_days=settings.intent_horizon_days,
+            snapshots=settings.label_snapshots,
+            features=FEATURES,
+        ),
+        fit=FitModel(),
+        stages=StageMachine(model=load_stage_model(settings.stage_config)),
+    )
+
+
+def account_records(layout: str) -> tuple[list[BatchRecord], int]:
+    """bench_pipeline's records of ``layout`` as the scoring agent gets them:
+    ``(value, partition, offset)``, offsets counted per partition from 0."""
+    recs, total = records(layout)
+    offsets = [0] * PARTITIONS
+    out: list[BatchRecord] = []
+    for partition, key, value in recs:
+        p = partition_for(key, PARTITIONS) if partition is None else partition
+        out.append((value, p, offsets[p]))
+        offsets[p] += 1
+    return out, total
+
+
+def batches(recs: list[BatchRecord], settings: Settings) -> list[list[BatchRecord]]:
+    """The runs ``process_batch`` gets: ``score_batch_records`` records at a time, each
+    batch cut by ``score_batch_bytes`` (the scoring agent's ``chunked``)."""
+    size = settings.score_batch_records
+    return [
+        list(run)
+        for start in range(0, len(recs), size)
+        for run in chunked(recs[start : start + size], settings.score_batch_bytes)
+    ]
+
+
+def _view(view: AccountView) -> Iterator[Any]:
+    yield view.account_id, view.score, view.features, view.events, view.alerts
+    yield view.event_time, view.updated_at, view.traits, view.stage, view.contributions
+    yield None if view.signals is None else view.signals.to_dict()
+
+
+def _counter(counts: Any) -> list[Any]:
+    return sorted(counts.items())  # the metrics add them up: their order is not an output
+
+
+def outputs(proc: AccountProcessor, table: JsonTable, results: list[Any]) -> Iterator[Any]:
+    """Everything the engine produced, as reprs are exact (floats to the last bit)."""
+    for r in results:
+        yield [(a.alert_id, a.account_id, a.value, a.rule, a.interval) for a in r.alerts]
+        yield [(t, t.to_payload()) for t in r.transitions]
+        yield [(d.reason, d.detail, d.value, d.record) for d in r.dead_letters]
+        yield [list(_view(v)) for v in r.snapshots.values()]
+        yield [list(_view(v)) for v in r.refreshed.values()]
+        for counts in (r.applied, r.labels, r.signals, r.marketing, r.alert_triggers):
+            yield _counter(counts)
+        yield r.skipped, r.surges
+    yield sorted(table.raw.items())
+    yield learned(proc)
+
+
+def _regression(model: Any) -> tuple[Any, ...]:
+    return sorted(dict(model.weights).items()), model.intercept
+
+
+def learned(proc: AccountProcessor) -> list[Any]:
+    """The shared models' learned state (intent, fit, stage transitions, health)."""
+    intent, fit, health = proc.model, proc.fit, proc.health
+    out: list[Any] = [
+        (_regression(intent.model), intent.n_labels, intent.n_positive),
+        (_regression(fit.model), fit.n_labels, fit.n_positive),
+        (fit.numeric_stats, fit.category_counts, fit.indicator_counts),
+        (list(health.pairs), health.n, health.n_positive),
+    ]
+    if proc.stages is not None:
+        for m in (proc.stages.advance, proc.stages.churn):
+            out.append((_regression(m.model), m.counts, m.n_labels, m.n_positive))
+    return out
+
+
+def fingerprint(proc: AccountProcessor, table: JsonTable, results: list[Any]) -> str:
+    h = hashlib.sha256()
+    for item in outputs(proc, table, results):
+        h.update(repr(item).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def run(runs: list[list[BatchRecord]], settings: Settings) -> tuple[float, str]:
+    """One timed pass on a fresh engine and table: seconds and fingerprint."""
+    proc, table = engine(settings), JsonTable({})
+    tune_gc()
+    results = []
+    start = time.perf_counter()
+    for batch in runs:
+        results.append(proc.process_batch(table, batch))
+    seconds = time.perf_counter() - start
+    return seconds, fingerprint(proc, table, results)
+
+
+def main() -> None:
+    settings = Settings()
+    rows: dict[str, dict[str, Any]] = {}
+    for name, layout in LAYOUTS.items():
+        recs, total = account_records(layout)
+        runs = batches(recs, settings)
+        times, prints = [], set()
+        for _ in range(RUNS):
+            seconds, digest = run(runs, settings)
+            times.append(seconds)
+            prints.add(digest)
+            gc.collect()
+        if len(prints) != 1:
+            raise SystemExit(f"{name}: runs differ in what they produced: {sorted(prints)}")
+        best = min(times)
+        rows[name] = {
+            "events": total,
+            "records": len(recs),
+            "batches": len(runs),
+            "us_per_event": best / total * 1e6,
+            "events_per_s": total / best,
+            "runs_s": times,
+            "fingerprint": prints.pop(),
+        }
+    header = ("layout", "events", "records", "batches", "us/event", "events/s", "fingerprint")
+    print("{:<22} {:>8} {:>8} {:>8} {:>9} {:>9}  {}".format(*header))
+    for name, r in rows.items():
+        print(
+            f"{name:<22} {r['events']:8,} {r['records']:8,} {r['batches']:8,} "
+            f"{r['us_per_event']:9.1f} {r['events_per_s']:9,.0f}  {r['fingerprint']}"
+        )
+    write_result("engine", rows)
+    batched, one = rows["batched"], rows["one event per record"]
+    print(
+        f"SUMMARY engine: batched {batched['us_per_event']:.1f} us/event "
+        f"({batched['events_per_s']:,.0f} ev/s), one event/record {one['us_per_event']:.1f} "
+        f"us/event ({one['events_per_s']:,.0f} ev/s), best of {RUNS}, in process "
+        f"[fingerprints {batched['fingerprint'][:12]} {one['fingerprint'][:12]}]"
+    )
+
+
+if __name__ == "__main__":
+    main()
