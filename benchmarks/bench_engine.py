@@ -9,7 +9,8 @@ cut by ``score_batch_bytes``, as the scoring agent does, with offsets counted pe
 - batched: what the ingest agent forwards, ~100 events per record;
 - one: one event per record.
 Each layout runs BENCH_ENGINE_RUNS times (default 3) on a fresh engine and table; the best
-run's time is reported.
+run's time is reported, wall-clock and CPU (the process's CPU time, which other processes on
+a shared machine disturb less: compare versions by it).
 
 The fingerprint of a layout is a sha256 over everything the engine produced, in order: each
 batch's RecordResult (alerts, stage transitions, dead letters, read-model views, counters),
@@ -136,16 +137,16 @@ def fingerprint(proc: AccountProcessor, table: JsonTable, results: list[Any]) ->
     return h.hexdigest()
 
 
-def run(runs: list[list[BatchRecord]], settings: Settings) -> tuple[float, str]:
-    """One timed pass on a fresh engine and table: seconds and fingerprint."""
+def run(runs: list[list[BatchRecord]], settings: Settings) -> tuple[float, float, str]:
+    """One timed pass on a fresh engine and table: seconds, CPU seconds and fingerprint."""
     proc, table = engine(settings), JsonTable({})
     tune_gc()
     results = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for batch in runs:
         results.append(proc.process_batch(table, batch))
-    seconds = time.perf_counter() - start
-    return seconds, fingerprint(proc, table, results)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return seconds, cpu, fingerprint(proc, table, results)
 
 
 def main() -> None:
@@ -154,10 +155,11 @@ def main() -> None:
     for name, layout in LAYOUTS.items():
         recs, total = account_records(layout)
         runs = batches(recs, settings)
-        times, prints = [], set()
+        times, cpus, prints = [], [], set()
         for _ in range(RUNS):
-            seconds, digest = run(runs, settings)
+            seconds, cpu, digest = run(runs, settings)
             times.append(seconds)
+            cpus.append(cpu)
             prints.add(digest)
             gc.collect()
         if len(prints) != 1:
@@ -169,22 +171,27 @@ def main() -> None:
             "batches": len(runs),
             "us_per_event": best / total * 1e6,
             "events_per_s": total / best,
+            "cpu_us_per_event": min(cpus) / total * 1e6,
             "runs_s": times,
+            "runs_cpu_s": cpus,
             "fingerprint": prints.pop(),
         }
-    header = ("layout", "events", "records", "batches", "us/event", "events/s", "fingerprint")
-    print("{:<22} {:>8} {:>8} {:>8} {:>9} {:>9}  {}".format(*header))
+    header = ("layout", "events", "records", "batches", "us/event", "cpu us", "events/s")
+    print("{:<22} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}  fingerprint".format(*header))
     for name, r in rows.items():
         print(
             f"{name:<22} {r['events']:8,} {r['records']:8,} {r['batches']:8,} "
-            f"{r['us_per_event']:9.1f} {r['events_per_s']:9,.0f}  {r['fingerprint']}"
+            f"{r['us_per_event']:9.1f} {r['cpu_us_per_event']:7.1f} {r['events_per_s']:9,.0f}  "
+            f"{r['fingerprint']}"
         )
     write_result("engine", rows)
     batched, one = rows["batched"], rows["one event per record"]
     print(
         f"SUMMARY engine: batched {batched['us_per_event']:.1f} us/event "
-        f"({batched['events_per_s']:,.0f} ev/s), one event/record {one['us_per_event']:.1f} "
-        f"us/event ({one['events_per_s']:,.0f} ev/s), best of {RUNS}, in process "
+        f"(cpu {batched['cpu_us_per_event']:.1f}, {batched['events_per_s']:,.0f} ev/s), "
+        f"one event/record {one['us_per_event']:.1f} us/event (cpu "
+        f"{one['cpu_us_per_event']:.1f}, {one['events_per_s']:,.0f} ev/s), best of {RUNS}, "
+        "in process "
         f"[fingerprints {batched['fingerprint'][:12]} {one['fingerprint'][:12]}]"
     )
 
