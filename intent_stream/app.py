@@ -16,8 +16,10 @@ import redis.asyncio as aioredis
 from faust.sensors.prometheus import PrometheusMonitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.services import WaitResults
 from prometheus_client import CollectorRegistry
 
+from intent_stream import eager
 from intent_stream.alerts.config import alert_policy
 from intent_stream.dedup import MessageDeduplicator
 from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
@@ -243,6 +245,13 @@ def _position(consumer: Any, tp: Any) -> int | None:
         return None
 
 
+def _close(awaitables: tuple[Any, ...]) -> None:
+    """Close the coroutines among ``awaitables`` that will not be awaited (no warning)."""
+    for awaitable in awaitables:
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()
+
+
 #: Seconds between a worker's checks for stream partitions that stopped short of their end.
 STALL_CHECK_S = 5.0
 
@@ -252,7 +261,7 @@ def _transport(
     metrics: Metrics,
     before_commit: list[Callable[[], Awaitable[object]]] | None = None,
 ) -> type[Any]:
-    """Faust's aiokafka transport with six changes to its consumer: before each offset
+    """Faust's aiokafka transport with seven changes to its consumer: before each offset
     commit it awaits the ``before_commit`` callables (the worker flushes its Redis read
     model there, so no committed record's snapshot is left unwritten); its fetch wait is
     ``settings.fetch_max_wait_ms``; and, so that a restarted or joining worker resumes every
@@ -260,7 +269,9 @@ def _transport(
     :func:`confirm_end_offsets` (table recovery reads each changelog up to its highwater),
     seeking to committed offsets also moves partitions that have none, and stream records
     are delivered in offset order from the committed offset (a fetch that skips ahead is
-    refilled, and so is a partition that stalls short of its end; ``Consumer`` below)."""
+    refilled, and so is a partition that stalls short of its end; ``Consumer`` below); and
+    each record is handed to the streams without Faust's four tasks per record when nothing
+    makes it wait (``Consumer.wait_first``)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -347,6 +358,27 @@ def _transport(
 
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+            # Faust's drain loop hands each record over as wait_first(callback(message),
+            # suspend_flow.wait()): four tasks and an asyncio.wait per record, about half of
+            # Faust's per-record cost. The callback is started here, in the drain task; when
+            # it returns without waiting (a stream queue had room: nearly always) no task is
+            # made. Only a callback that waits (a full queue, a refill) is raced against the
+            # others as before, so a rebalance still interrupts it. The drain loop is the
+            # only caller in the consumer, and it ignores the result.
+            first = coros[0] if coros else None
+            if timeout is not None or not asyncio.iscoroutine(first) or self.should_stop:
+                return await super().wait_first(*coros, timeout=timeout)
+            try:
+                finished, outcome = eager.start(first)
+            except BaseException:
+                _close(coros[1:])
+                raise
+            if finished:
+                _close(coros[1:])
+                return WaitResults([first], [outcome], False)
+            return await super().wait_first(outcome, *coros[1:])
 
         async def seek_to_committed(self) -> Mapping[TP, int]:
             committed = await super().seek_to_committed()
