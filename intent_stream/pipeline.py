@@ -20,7 +20,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,6 @@ from intent_stream.scoring.stages import (
     StageMachine,
     StageState,
     StageTransition,
-    stored_history,
 )
 from intent_stream.tables import put
 from intent_stream.topics import partition_for
@@ -180,10 +179,11 @@ class _Live:
     policy: PolicyState
     events: int
     now: float
-    stage: dict[str, Any] | None
-    #: The signals as the last applied record left them in table form (to_dict), or None
-    #: before the first record.
-    stored: dict[str, Any] | None = None
+    stage: dict[str, Any] | None  # the stored stage state before the batch
+    #: Whether a record of the batch was applied to it (not only replays).
+    applied: bool = False
+    #: The stage state as the last applied record left it (see ``stage_step``).
+    stage_state: StageState | None = None
     #: The last record's features and score, for the read model.
     x: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
@@ -368,22 +368,25 @@ class AccountProcessor:
 
     def _apply(self, account: _Live, events: list[Event], result: RecordResult) -> None:
         """Apply one record's events of ``account``, then score it and decide."""
-        previous: Mapping[str, Any] | None = account.state
-        if account.stored is not None:
+        scoring, account_id = account.scoring, account.account_id
+        signals = scoring.signals
+        if account.applied:
             # A record before this one in the batch: continue from the account as that
             # record left it in the table (with to_dict's rounding), as a record applied
-            # alone would.
-            signals = AccountSignals.from_dict(account.stored)
-            scoring = account.scoring
-            account.scoring = _Scoring(signals, scoring.pending, scoring.traits, account.now)
-            account.policy = PolicyState.from_dict(account.policy.to_dict())
-            stage = account.stage
-            previous = {
-                "signals": account.stored,
-                **({"stage": stage} if stage is not None else {}),
-            }
-        scoring, account_id = account.scoring, account.account_id
-        signals, now = scoring.signals, account.now
+            # alone would; settle() is that decoding, done in place.
+            signals.settle()
+            scoring.at, scoring.dirty, scoring.contributions = account.now, False, None
+            account.policy = _settled(account.policy)
+            stage_state = account.stage_state
+            if stage_state is not None:
+                stage_state.settle()
+        elif account.stage is not None and self.stages is not None:
+            stage_state = StageState.from_dict(account.stage)
+        else:
+            stage_state = None
+        # The topics surging before this record: a surge that starts in it may alert.
+        surging = {t for t, cell in signals.topics.items() if cell[3]} if signals.topics else None
+        now = account.now
         for event in events:
             now = max(now, event.ts)
             self._learn_event(scoring, event, now, result)
@@ -393,40 +396,41 @@ class AccountProcessor:
         self._snapshot(scoring, x, now)
         score, scoring.contributions = self.model.score_explained(x)
         made = len(result.transitions)
-        stage = self.stage_step(
-            account_id, previous, events, signals, score, now, result, traits=scoring.traits
+        stage_state = self.stage_step(
+            account_id, stage_state, events, signals, score, now, result, traits=scoring.traits
         )
         account.policy = self.alert_step(
             account_id,
-            previous,
+            surging,
             account.policy,
             scoring,
             x,
             score,
             now,
             account.events,
-            stage,
+            stage_state,
             result,
             transitions=result.transitions[made:],
         )
-        account.stage, account.now, account.x, account.score = stage, now, x, score
-        account.stored = signals.to_dict()
+        account.stage_state, account.now, account.x, account.score = stage_state, now, x, score
+        account.applied = True
 
     def _write(
         self, table: MutableMapping[str, Any], live: Mapping[str, _Live], result: RecordResult
     ) -> None:
         """Write each account of a batch once, and queue its read-model view."""
         for account_id, account in live.items():
-            if account.stored is None:  # every record of it was a replay
+            if not account.applied:  # every record of it was a replay
                 if account.state is not None:
                     # A replay follows a crash, which can come between applying a record
                     # and writing the account's snapshot to Redis: write it again.
                     result.refreshed[account_id] = self.view_of(account_id, account.state)
                 continue
-            scoring, stage = account.scoring, account.stage
+            scoring, stage_state = account.scoring, account.stage_state
+            stage = stage_state.to_dict() if stage_state is not None else None
             value = {
                 "off": account.seen,
-                "signals": account.stored,
+                "signals": scoring.signals.to_dict(),
                 "policy": account.policy.to_dict(),
                 "events": account.events,
                 "event_time": account.now,
@@ -606,7 +610,7 @@ class AccountProcessor:
     def stage_step(
         self,
         account_id: str,
-        previous: Mapping[str, Any] | None,
+        state: StageState | None,
         events: list[Event],
         signals: AccountSignals,
         score: float,
@@ -614,18 +618,17 @@ class AccountProcessor:
         result: RecordResult,
         *,
         traits: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> StageState | None:
         """Run the stage machine on the account after scoring; return its new stage state.
 
-        ``previous`` is the account's table value before this record; the transitions made
-        go to ``result.transitions``. ``traits`` (the account's firmographics) give the fit
-        score that stage rules on ``fit`` compare with.
+        ``state`` is the account's stage state before this record (None: a new account); the
+        transitions made go to ``result.transitions``. ``traits`` (the account's
+        firmographics) give the fit score that stage rules on ``fit`` compare with.
         """
         if self.stages is None:
             return None
-        stored = previous.get("stage") if previous is not None else None
         step = self.stages.step(
-            StageState.from_dict(stored) if stored is not None else None,
+            state,
             account_id=account_id,
             events=[(e.ts, e.body) for e in events],
             signals=signals,
@@ -635,7 +638,7 @@ class AccountProcessor:
             fit=self.fit_score(traits or {}) if self._stages_read_fit else None,
         )
         result.transitions.extend(step.transitions)
-        return step.state.to_dict()
+        return step.state
 
     def render_stage(self, view: AccountView) -> dict[str, Any]:
         """The stage, since when, and the last transitions, for the read model."""
@@ -753,26 +756,26 @@ class AccountProcessor:
     def alert_step(
         self,
         account_id: str,
-        previous: Mapping[str, Any] | None,
+        surging: Collection[str] | None,
         policy_state: PolicyState,
         scoring: _Scoring,
         x: Mapping[str, float],
         score: float,
         now: float,
         n_events: int,
-        stage: Mapping[str, Any] | None,
+        stage: StageState | None,
         result: RecordResult,
         *,
         transitions: list[StageTransition],
     ) -> PolicyState:
         """Decide on an alert after scoring and the stage step; return the new policy state.
 
-        ``previous`` is the account's table value before this update: topics that were not
-        surging in it and are now started a surge; the stages entered are ``transitions``,
-        the account's transitions in this update (the stage step's).
+        ``surging`` are the topics that were surging before this update (None: none): the
+        others surging now started a surge; the stages entered are ``transitions``, the
+        account's transitions in this update (the stage step's).
         """
         signals = scoring.signals
-        surges = _surges_started(previous, signals)
+        surges = _surges_started(surging, signals)
         entered = [t.to_stage for t in transitions if not self._falls_back(t)]
         fit: list[float] = []
 
@@ -791,7 +794,7 @@ class AccountProcessor:
             result.alert_triggers[(rule, "alerted")] += 1
         fit_score = fit[0] if fit else self.fit_score(scoring.traits)
         topics = signals.top_topics(now)
-        stage_now = str(stage["s"]) if stage is not None else None
+        stage_now = stage.stage if stage is not None else None
         alert = self._alert(
             account_id,
             decision=decision,
@@ -835,7 +838,7 @@ class AccountProcessor:
         fit_score: float,
         now: float,
         n_events: int,
-        stage: Mapping[str, Any] | None,
+        stage: StageState | None,
         topics: list[tuple[str, float]],
         transitions: list[StageTransition],
     ) -> OutgoingAlert:
@@ -846,7 +849,7 @@ class AccountProcessor:
         reasons = self.explain(x, signals, now, contributions=scoring.contributions)
         band = fit_band(fit_score)
         show = self.policy.show_emails
-        stage_now = str(stage["s"]) if stage is not None else None
+        stage_now = stage.stage if stage is not None else None
         people = _engaged_people(signals, now, show_emails=show)
         payload = {
             "alert_id": aid,
@@ -885,26 +888,40 @@ class AccountProcessor:
         return OutgoingAlert(aid, account_id, orjson.dumps(payload), rule, interval)
 
 
-def _surges_started(previous: Mapping[str, Any] | None, signals: AccountSignals) -> list[str]:
-    """Topics surging now that were not surging before this record (see ``TopicSurge``)."""
+def _surges_started(surging: Collection[str] | None, signals: AccountSignals) -> list[str]:
+    """Topics surging now that were not ``surging`` before this record (see ``TopicSurge``).
+
+    >>> s = AccountSignals(); s.topics = {"ai": [9, 9, 0, 1], "iot": [9, 9, 0, 1]}
+    >>> _surges_started({"ai"}, s), _surges_started(None, s)
+    (['iot'], ['ai', 'iot'])
+    """
     if not signals.topics:
         return []
-    before = previous["signals"].get("t", {}) if previous is not None else {}
-    return sorted(
-        topic
-        for topic, cell in signals.topics.items()
-        if cell[3] and not (topic in before and before[topic][3])
-    )
+    before = surging or ()
+    return sorted(t for t, cell in signals.topics.items() if cell[3] and t not in before)
 
 
-def _previous_stage(stage: Mapping[str, Any] | None) -> str | None:
+def _previous_stage(stage: StageState | None) -> str | None:
     """The stage the account was in before its current one (from the stage history)."""
     if stage is None:
         return None
-    history = stored_history(stage)
-    if history and history[-1][1] == stage["s"]:
+    history = stage.history
+    if history and history[-1][1] == stage.stage:
         return history[-1][0]  # type: ignore[no-any-return]
     return None
+
+
+def _settled(policy: PolicyState) -> PolicyState:
+    """``PolicyState.from_dict(policy.to_dict())`` without the round trip: the same state,
+    but for a ``last_rule`` of ``intent_threshold`` before any alert, which is not stored.
+
+    >>> p = PolicyState(episode=2, last_rule=RULE_INTENT, last_topics=("ai",))
+    >>> _settled(p) is p, _settled(PolicyState(last_rule=RULE_INTENT)).last_rule
+    (True, None)
+    """
+    if policy.last_rule == RULE_INTENT and policy.episode <= 0:
+        return PolicyState.from_dict(policy.to_dict())
+    return policy
 
 
 def _triggers(

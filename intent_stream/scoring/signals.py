@@ -480,6 +480,32 @@ class AccountSignals:
             }
         return out
 
+    def settle(self) -> None:
+        """Make this state, in place, what ``from_dict(self.to_dict())`` would rebuild: counts,
+        people and topics as :meth:`to_dict` rounds them, days older than the 28 kept dropped.
+
+        An account that a batch updates again continues from what its table value would hold
+        (as if each record were applied alone) without encoding and decoding it each time.
+
+        >>> s = AccountSignals(); s.learn_one(signal="pricing_view", ts=3.75, person_id="p")
+        >>> _ = s.learn_topic("security", 3.75); s.learn_one(signal="page_view", ts=40 * DAY)
+        >>> again = AccountSignals.from_dict(s.to_dict()); s.settle()
+        >>> (s.counts, s.people, s.topics, s.days) == (
+        ...     again.counts, again.people, again.topics, again.days)
+        True
+        >>> s.counts["pricing_view"], s.days
+        ([1.0, 3], {40: 1})
+        """
+        floor = math.floor
+        for cell in self.counts.values():
+            cell[0], cell[1] = round(cell[0], 3), floor(cell[1])
+        for cell in self.people.values():
+            cell[0] = floor(cell[0])
+        for cell in self.topics.values():
+            cell[0], cell[1], cell[2] = round(cell[0], 3), round(cell[1], 3), int(cell[2])
+        self.days = _sparse_days(_dense_days(self.days))
+        self._forget_memo()
+
     @classmethod
     def from_dict(
         cls,

@@ -98,3 +98,33 @@ def test_features_are_log_scaled():
     for _ in range(3):
         s.learn_one(signal="pricing_view", ts=0.0)
     assert s.features(0.0)["pricing_view"] == pytest.approx(math.log1p(3))
+
+
+def test_settle_is_the_state_a_table_round_trip_gives():
+    import random
+
+    rng = random.Random(5)
+    s, ts = AccountSignals(), 1_795_000_000.0
+    for _ in range(600):
+        ts += rng.expovariate(1 / (0.8 * DAY))
+        at = ts - rng.choice([0.0, 0.0, 0.0, 0.37, 2.5 * DAY, 40 * DAY])  # late events too
+        s.learn_one(
+            signal=rng.choice(list(DEFAULT_SIGNALS)), ts=at, person_id=f"p{rng.randrange(20)}"
+        )
+        s.learn_topic(rng.choice(["ai", "security", "data"]), at)
+        if rng.random() < 0.1:
+            s.observe_person(person_id="p1", ts=at, role=" Head  of IT ", seniority="head")
+        stored = orjson.loads(orjson.dumps(s.to_dict()))
+        again = AccountSignals.from_dict(stored)
+        s.settle()
+        assert (s.counts, s.people, s.topics, s.days, s.first_seen, s.last_seen) == (
+            again.counts,
+            again.people,
+            again.topics,
+            again.days,
+            again.first_seen,
+            again.last_seen,
+        )
+        assert list(s.days) == list(again.days)
+        assert s.features(ts) == again.features(ts)
+        assert orjson.dumps(s.to_dict()) == orjson.dumps(again.to_dict())

@@ -20,9 +20,11 @@ from referencing import Registry, Resource
 from intent_stream.pipeline import AccountProcessor, iso
 from intent_stream.schemas import load_schema, schema_names
 from intent_stream.scoring import HotLeadPolicy, IntentModel
+from intent_stream.scoring.signals import AccountSignals
 from intent_stream.scoring.stages import (
     StageMachine,
     StageModel,
+    StageState,
     default_stage_model,
     parse_stage_model,
 )
@@ -544,3 +546,28 @@ def test_the_machine_and_its_models_pickle():
     clone = pickle.loads(pickle.dumps(machine))
     assert clone.advance.counts == machine.advance.counts
     assert isinstance(clone.churn, TransitionModel)
+
+
+def test_settle_is_the_state_a_table_round_trip_gives():
+    machine = StageMachine(model=default_stage_model())
+    rng = random.Random(8)
+    signals, state, now = AccountSignals(), None, T0
+    names = ["Demo Requested", "Trial Started", "Feature Used", "Deal Won", "Deal Lost"]
+    for _ in range(400):
+        now += rng.expovariate(1 / (2 * DAY))
+        events = []
+        for _ in range(rng.randrange(1, 4)):
+            at = now - rng.choice([0.0, 0.0, 3.25, 5 * DAY])
+            body = {"type": "track", "event": rng.choice(names)}
+            signals.learn_one(signal="product_usage", ts=at, person_id=f"p{rng.randrange(6)}")
+            events.append((at, body))
+        step = machine.step(
+            state, account_id="acme.com", events=events, signals=signals,
+            intent_score=rng.uniform(0, 100), now=now,
+        )  # fmt: skip
+        stored = orjson.loads(orjson.dumps(step.state.to_dict()))
+        state = step.state
+        state.settle()
+        again = StageState.from_dict(stored)
+        assert state == again
+        assert orjson.dumps(state.to_dict()) == orjson.dumps(again.to_dict())
