@@ -54,6 +54,8 @@ def bench_settings(ep: EmbeddedEndpoints, name: str, **overrides: Any) -> Settin
         "redis_prefix": f"bench:{tag}:",
         "log_level": "warning",
     }
+    if os.environ.get("BENCH_EVENT_LOOP"):  # A/B runs: auto, uvloop or asyncio
+        values["event_loop"] = os.environ["BENCH_EVENT_LOOP"]
     values.update(overrides)
     return Settings(**values)
 

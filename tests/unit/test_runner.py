@@ -1,4 +1,4 @@
-"""wait_for_broker against a port nobody listens on: retries with back-off, then a clear error."""
+"""The runner: broker waits that retry then say what is wrong; the event loop setting."""
 
 from __future__ import annotations
 
@@ -33,3 +33,20 @@ def test_an_unreachable_broker_gives_retries_then_a_clear_error(caplog):
     assert delays[-1] > delays[0]
     # kafka-python's own per-connection errors were silenced during the wait.
     assert not [r for r in caplog.records if r.name.startswith("kafka") and r.levelno >= 40]
+
+
+def test_the_event_loop_setting_installs_its_policy():
+    import asyncio
+
+    import uvloop
+
+    from intent_stream.runner import use_event_loop
+
+    try:
+        assert use_event_loop("uvloop") == "uvloop"
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+        assert use_event_loop("auto") == "uvloop"  # installed here: auto takes it
+        assert use_event_loop("asyncio") == "asyncio"
+        assert not isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(None)
