@@ -13,7 +13,6 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
-from faust.sensors.prometheus import PrometheusMonitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.services import WaitResults
@@ -25,7 +24,7 @@ from intent_stream.dedup import MessageDeduplicator
 from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
 from intent_stream.ingest import IngestProcessor
 from intent_stream.marketing import CampaignLabels
-from intent_stream.metrics import Metrics
+from intent_stream.metrics import FaustMonitor, Metrics
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.readmodel import RedisReadModel
 from intent_stream.scoring import (
@@ -512,7 +511,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         # Faust's Prometheus sensor on our registry: one /metrics (agents/web.py) serves the
         # engine's and Faust's figures. setup_prometheus_sensors() is not used because it
         # would add a second /metrics route and name the metrics after the app id.
-        monitor=PrometheusMonitor(metrics=metrics.faust),
+        monitor=FaustMonitor(metrics=metrics.faust),
         broker=[f"kafka://{host}" for host in settings.kafka.split(",")],
         broker_credentials=faust_broker_credentials(settings),
         store=settings.store,

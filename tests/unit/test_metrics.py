@@ -125,3 +125,50 @@ def test_workers_bound_campaigns_as_configured():
     engine = create_app(settings)
     assert engine.metrics.campaigns.allow == {"a", "b"}
     assert engine.metrics.campaigns.cap == 7
+
+
+def test_the_faust_monitor_exports_what_faust_s_own_sensor_does():
+    """FaustMonitor caches labelled series; the exposition must be the same as with Faust's
+    PrometheusMonitor for the same calls, across a rebalance that removes series."""
+    from types import SimpleNamespace
+
+    from faust.sensors.prometheus import PrometheusMonitor
+    from faust.types import TP
+
+    from intent_stream.metrics import FaustMonitor
+
+    class Stream(SimpleNamespace):
+        __hash__ = object.__hash__
+
+    def drive(monitor_type):
+        m = Metrics(CollectorRegistry())
+        monitor = monitor_type(metrics=m.faust)
+        stream = Stream(shortlabel="Stream: Topic: intent.events.v1")
+        stream.task_owner = Stream()
+        table = SimpleNamespace(name="account-state")
+        app = SimpleNamespace(rebalancing_count=1)
+        for round_ in range(2):
+            for offset in range(3):
+                for tp in (TP("intent.events.v1", 0), TP("intent.events.v1", 1)):
+                    monitor.on_message_in(tp, offset, SimpleNamespace())
+                    monitor.track_tp_end_offset(tp, offset + 10)
+                    monitor.on_stream_event_in(tp, offset, stream, None)
+                    monitor.on_table_get(table, "acme.com")
+                    monitor.on_table_set(table, "acme.com", b"{}")
+                    monitor.on_send_initiated(None, "intent.alerts.v1", None, 0, 10)
+            if round_ == 0:
+                state = monitor.on_rebalance_start(app)
+                monitor.on_rebalance_return(app, state)
+                monitor.on_rebalance_end(app, state)
+        return [
+            line
+            for line in m.exposition().decode().splitlines()
+            if line.startswith("intent_stream_faust_")
+            and "latency" not in line
+            and "_created " not in line
+            and "_created{" not in line
+        ]
+
+    ours, faust_s = drive(FaustMonitor), drive(PrometheusMonitor)
+    assert ours == faust_s
+    assert any("messages_received_per_topics_partition{" in line for line in ours)
