@@ -166,11 +166,13 @@ class RedisReadModel:
         rendered, self._rendered = self._rendered, {}
         values, self._values = self._values, {}
         pipe = self.client.pipeline(transaction=False)
+        # One MSET for every write of the flush: a SET each costs a reply to parse per key.
+        writes: dict[str, bytes] = {}
         for key, value in values.items():
             if value is None:
                 pipe.delete(key)
             else:
-                pipe.set(key, value)
+                writes[key] = value
         for n, (account_id, view) in enumerate(batch.items(), 1):
             if n % RENDER_SLICE == 0:
                 # Rendering costs ~0.2 ms an account: a flush of thousands would hold the
@@ -182,7 +184,9 @@ class RedisReadModel:
             rendered[account_id] = (json_bytes(snap), float(snap["intent_score"]))
         del batch
         for account_id, (value, _) in rendered.items():
-            pipe.set(account_key(self.prefix, account_id), value)
+            writes[account_key(self.prefix, account_id)] = value
+        if writes:
+            pipe.mset(writes)
         if rendered:
             pipe.zadd(by_score_key(self.prefix), {a: score for a, (_, score) in rendered.items()})
         try:

@@ -23,6 +23,10 @@ class _Pipe:
     def set(self, key: str, value: bytes) -> None:
         self.commands.append(("set", key, value))
 
+    def mset(self, mapping: dict[str, bytes]) -> None:
+        # One command on the wire; recorded as the writes it makes.
+        self.commands.extend(("set", key, value) for key, value in mapping.items())
+
     def delete(self, key: str) -> None:
         self.commands.append(("delete", key))
 
