@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from intent_stream.agents.sinks import observe_send, send_dead_letters
+from intent_stream.agents.sinks import observe_send, produce, send_dead_letters
 from intent_stream.alerts import cloudevent_headers, event_source
 from intent_stream.metrics import Metrics
 from intent_stream.pipeline import (
@@ -247,9 +247,12 @@ async def _apply(
 
 
 async def _publish(engine: Engine, result: RecordResult, messages: list[Any]) -> None:
-    """Send and count what a batch of ``messages`` produced."""
-    metrics, topics = engine.metrics, engine.topics
-    source = event_source(engine.settings.app_id)
+    """Send and count what a batch of ``messages`` produced.
+
+    Alerts and transitions go straight to the producer (``produce``), keyed by account:
+    Faust's ``Topic.send`` would wrap each in a message, a future and a callback."""
+    metrics, settings = engine.metrics, engine.settings
+    source = event_source(settings.app_id)
     for alert in result.alerts:
         event_time = result.snapshots[alert.account_id].event_time
 
@@ -257,7 +260,9 @@ async def _publish(engine: Engine, result: RecordResult, messages: list[Any]) ->
             metrics.alert_latency.observe(max(0.0, time.time() - event_time))
 
         await observe_send(
-            topics.alerts.send(
+            produce(
+                engine,
+                settings.alerts_topic,
                 key=alert.account_id.encode(),
                 value=alert.value,
                 # CloudEvents binary mode (ce_* headers) plus the alert_id header, read from
@@ -304,7 +309,9 @@ async def _publish_transitions(engine: Engine, result: RecordResult) -> None:
     metrics = engine.metrics
     for transition in result.transitions:
         await observe_send(
-            engine.topics.transitions.send(
+            produce(
+                engine,
+                engine.settings.transitions_topic,
                 key=transition.account_id.encode(),
                 value=orjson.dumps(transition.to_payload()),
                 headers=[("transition_id", transition.transition_id.encode())],
