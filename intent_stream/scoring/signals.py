@@ -27,6 +27,8 @@ __all__ = [
     "HIGH_INTENT",
     "KEY_ACTIVITIES",
     "OUTCOMES",
+    "PAGE_SIGNALS",
+    "TRACK_SIGNALS",
     "AccountSignals",
     "SignalSpec",
     "classify",
@@ -120,7 +122,8 @@ OUTCOMES: Mapping[str, str] = {
     "Subscription Cancelled": "churned",
 }
 
-_TRACK: Mapping[str, str] = {
+#: The signal of a track event, by its name in lower case (see :func:`classify`).
+TRACK_SIGNALS: Mapping[str, str] = {
     "pricing viewed": "pricing_view",
     "whitepaper downloaded": "content_download",
     "case study downloaded": "content_download",
@@ -146,6 +149,8 @@ _PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("/product", "/features", "/platform", "/integrations"), "product_view"),
     (("/blog", "/resources", "/docs"), "content_view"),
 )
+#: Every signal :func:`classify` can give a page or screen event.
+PAGE_SIGNALS = frozenset({signal for _, signal in _PATHS} | {"page_view"})
 
 
 def _path(event: Mapping[str, Any]) -> str:
@@ -224,7 +229,7 @@ def classify(event: Mapping[str, Any]) -> str | None:
     if kind == "track":
         name = event.get("event")
         if isinstance(name, str):
-            return _TRACK.get(name.lower())
+            return TRACK_SIGNALS.get(name.lower())
     return None
 
 

@@ -47,7 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from intent_stream.scoring.isotime import iso_ms
-from intent_stream.scoring.signals import DEFAULT_SIGNALS, HIGH_INTENT, AccountSignals, classify
+from intent_stream.scoring.signals import (
+    DEFAULT_SIGNALS,
+    HIGH_INTENT,
+    PAGE_SIGNALS,
+    TRACK_SIGNALS,
+    AccountSignals,
+    classify,
+)
 from intent_stream.scoring.transitions import TransitionModel
 
 __all__ = [
@@ -87,6 +94,8 @@ _USAGE_LONG_DAYS = 28.0
 _USAGE_MIN = 3.0  # decayed long-window uses below which the trend is not judged
 _ACTIVE_MIN = 3  # people active in 60 days below which active users are not judged
 _CHURN_REFRESH = DAY  # event-time seconds between two churn-model predictions per account
+_USAGE = "product_usage"  # the signal that usage and usage_trend follow
+_PAGE_USAGE = _USAGE in PAGE_SIGNALS
 
 #: Measures every stage model may use, besides the signal names and its tracked events.
 BUILTIN_MEASURES: Mapping[str, str] = {
@@ -1187,14 +1196,21 @@ class StageMachine:
 
     def _observe(self, state: StageState, ts: float, body: Mapping[str, Any]) -> None:
         kind = body.get("type")
+        usage = False  # whether the event is product usage (its signal, as classify says)
         if kind == "track":
             name = body.get("event")
-            tracked = self._by_event.get(name.lower()) if isinstance(name, str) else None
-            if tracked is not None:
-                state.tracked[tracked.name] = _add_decayed(
-                    state.tracked.get(tracked.name), ts, tracked.half_life_days
-                )
-        if kind in ("track", "page", "screen") and classify(body) == "product_usage":
+            if isinstance(name, str):
+                lowered = name.lower()
+                tracked = self._by_event.get(lowered)
+                if tracked is not None:
+                    state.tracked[tracked.name] = _add_decayed(
+                        state.tracked.get(tracked.name), ts, tracked.half_life_days
+                    )
+                usage = TRACK_SIGNALS.get(lowered) == _USAGE
+        elif kind in ("page", "screen"):
+            # Pages are never product usage: classify, which reads their path, is skipped.
+            usage = _PAGE_USAGE and classify(body) == _USAGE
+        if usage:
             u = state.usage
             if u is None:
                 state.usage = [1.0, 1.0, ts]
