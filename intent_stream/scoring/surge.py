@@ -93,11 +93,21 @@ class TopicSurge:
     def _score(self, recent: float, baseline: float, age_s: float | None) -> float:
         if recent < self.min_evidence:
             return 50.0
+        return self._score_in(recent, baseline, *self._windows(age_s))
+
+    def _windows(self, age_s: float | None) -> tuple[float, float]:
+        """The effective windows, in days, of an account seen for ``age_s`` seconds."""
         short_days, long_days = self.window_days, self.baseline_days
         if age_s is not None:  # the account's history is shorter than the windows
             age_days = max(age_s / DAY, 1.0)
             short_days *= -math.expm1(-age_days / self.window_days)
             long_days *= -math.expm1(-age_days / self.baseline_days)
+        return short_days, long_days
+
+    def _score_in(
+        self, recent: float, baseline: float, short_days: float, long_days: float
+    ) -> float:
+        """:meth:`_score` in the windows :meth:`_windows` gives (``recent`` is enough)."""
         e = self.prior / self.baseline_days
         ratio = (recent / short_days + e) / (baseline / long_days + e)
         return min(100.0, max(0.0, 50.0 + 25.0 * math.log2(ratio)))
@@ -160,8 +170,31 @@ class TopicSurge:
         self, topics: Mapping[str, list[Any]], now: float, *, since: float | None = None
     ) -> list[tuple[str, float]]:
         """Every topic's surge score at ``now``, in ``topics`` order: what :meth:`top_of` and
-        :meth:`strongest_of` choose from, so a caller needing both scores the topics once."""
-        return [(topic, self.score(cell, now, since=since)) for topic, cell in topics.items()]
+        :meth:`strongest_of` choose from, so a caller needing both scores the topics once.
+
+        :meth:`score` of each topic; the windows depend on the account's age alone, so they
+        are computed once for all its topics.
+
+        >>> surge, topics = TopicSurge(), {"ai": [5.0, 6.0, 0.0, 1], "iot": [1.0, 2.0, 0.0, 0]}
+        >>> surge.scores(topics, 9 * DAY, since=0.0) == [
+        ...     (t, surge.score(cell, 9 * DAY, since=0.0)) for t, cell in topics.items()]
+        True
+        """
+        out: list[tuple[str, float]] = []
+        windows: tuple[float, float] | None = None
+        short, long, min_evidence, exp = self._short, self._long, self.min_evidence, math.exp
+        for topic, cell in topics.items():
+            recent, baseline, at = cell[0], cell[1], cell[2]
+            dt = now - at
+            if dt > 0:  # _decayed, inline: this runs for every topic of every account scored
+                recent, baseline = recent * exp(-short * dt), baseline * exp(-long * dt)
+            if recent < min_evidence:
+                out.append((topic, 50.0))
+                continue
+            if windows is None:
+                windows = self._windows(None if since is None else now - since)
+            out.append((topic, self._score_in(recent, baseline, *windows)))
+        return out
 
     def top_of(self, scored: Iterable[tuple[str, float]], *, n: int = 3) -> list[tuple[str, float]]:
         """:meth:`top` of topics already scored (:meth:`scores`)."""
