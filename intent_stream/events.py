@@ -33,6 +33,7 @@ __all__ = [
     "SEGMENT_TYPES",
     "Event",
     "Rejected",
+    "Sources",
     "account_of",
     "check_message",
     "checked_event_time",
@@ -74,14 +75,24 @@ class Event:
     body: dict[str, Any]
 
 
-def decode_record(value: bytes | None) -> tuple[list[Any], tuple[int, int] | None]:
+#: Where a forwarded record's events come from: runs of ``(raw partition, raw offset, events)``
+#: in the record's order (see :func:`decode_record`).
+Sources = list[tuple[int, int, int]]
+
+
+def decode_record(value: bytes | None) -> tuple[list[Any], Sources | None]:
     """The events in a record's value (unchecked) and its ``src``, or :class:`Rejected`.
 
-    ``src`` is the (partition, offset) of the raw record the ingest agent forwarded these
-    events from (``{"src": [p, o], "batch": [...]}``); None for records written directly.
+    ``src`` says which raw records the ingest agent forwarded these events from: runs of
+    ``[partition, offset, events]`` covering the batch in order
+    (``{"src": [[p, o, n], ...], "batch": [...]}``), or one ``[partition, offset]`` for the
+    whole batch (what it wrote before batching raw records). None for records written
+    directly.
 
+    >>> decode_record(b'{"src": [[3, 41, 1], [0, 7, 1]], "batch": [{"n": 1}, {"n": 2}]}')
+    ([{'n': 1}, {'n': 2}], [(3, 41, 1), (0, 7, 1)])
     >>> decode_record(b'{"src": [3, 41], "batch": [{"type": "page"}]}')
-    ([{'type': 'page'}], (3, 41))
+    ([{'type': 'page'}], [(3, 41, 1)])
     """
     if not value:
         raise Rejected("empty", "the record has no value")
@@ -103,18 +114,29 @@ def decode_record(value: bytes | None) -> tuple[list[Any], tuple[int, int] | Non
             raise Rejected("invalid_batch", "'batch' must be a JSON array of events")
         if not batch:
             raise Rejected("empty", "the record holds an empty batch")
-        return batch, _src(doc.get("src"))
+        return batch, _src(doc.get("src"), len(batch))
     raise Rejected("not_an_event", "the record must hold a JSON object or array")
 
 
-def _src(value: Any) -> tuple[int, int] | None:
+def _src(value: Any, events: int) -> Sources | None:
     if value is None:
         return None
-    if isinstance(value, list) and len(value) == 2:
-        partition, offset = value
-        if type(partition) is int and type(offset) is int:  # JSON integers (not booleans)
-            return partition, offset
-    raise Rejected("invalid_batch", "'src' must be [partition, offset]")
+    if isinstance(value, list) and value:
+        if len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+            return [(value[0], value[1], events)]  # JSON integers, not booleans
+        runs = [tuple(run) for run in value if isinstance(run, list) and len(run) == 3]
+        if (
+            len(runs) == len(value)
+            and all(type(x) is int for run in runs for x in run)
+            and all(run[2] > 0 for run in runs)
+            and sum(run[2] for run in runs) == events
+        ):
+            return runs
+    raise Rejected(
+        "invalid_batch",
+        "'src' must be [partition, offset] or [[partition, offset, events], ...] covering "
+        "the batch",
+    )
 
 
 def account_of(body: dict[str, Any]) -> str | None:

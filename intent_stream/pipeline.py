@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from intent_stream.events import Event, Rejected, decode_record, parse_event
+from intent_stream.events import Event, Rejected, Sources, decode_record, parse_event
 from intent_stream.marketing import dimensions
 from intent_stream.privacy import ForgetRequest, is_forget
 from intent_stream.scoring import (
@@ -315,8 +315,11 @@ class AccountProcessor:
             except Rejected as exc:
                 result.dead_letters.append(DeadLetter(exc.reason, exc.detail, value, index))
                 continue
+            if src is not None and len(src) > 1:
+                self._apply_runs(table, live, raw_events, src, partition, index, result)
+                continue
             # Replay guard key: the raw partition for forwarded records, else this partition.
-            source, at = (f"r{src[0]}", src[1]) if src is not None else (f"e{partition}", offset)
+            source, at = (f"r{src[0][0]}", src[0][1]) if src else (f"e{partition}", offset)
             by_account: dict[str, list[Event]] = {}
             for raw in raw_events:
                 try:
@@ -337,6 +340,55 @@ class AccountProcessor:
                 self._apply(account, events, result)
         self._write(table, live, result)
         return result
+
+    def _apply_runs(
+        self,
+        table: MutableMapping[str, Any],
+        live: dict[str, _Live],
+        raw_events: list[Any],
+        runs: Sources,
+        partition: int,
+        index: int,
+        result: RecordResult,
+    ) -> None:
+        """Apply a record the ingest agent gathered from several raw records (``runs``).
+
+        Each account's events in it are applied together, as for any record, less those
+        its replay guard has seen: an event is skipped when the raw record it came from is
+        at or below the last one applied to the account from that raw partition before
+        this record. After an ingest crash, the events of raw records forwarded before it
+        come again, gathered with others; only the others are applied.
+        """
+        by_account: dict[str, list[tuple[str, int, Event]]] = {}
+        position = 0
+        for raw_partition, raw_offset, n in runs:
+            source = f"r{raw_partition}"
+            for raw in raw_events[position : position + n]:
+                try:
+                    event = parse_event(raw)
+                except Rejected as exc:
+                    letter = DeadLetter(exc.reason, exc.detail, dump_event(raw), index)
+                    result.dead_letters.append(letter)
+                    continue
+                by_account.setdefault(event.account_id, []).append((source, raw_offset, event))
+            position += n
+        for account_id, items in by_account.items():
+            account = live.get(account_id)
+            if account is None:
+                first = [items[0][2]]
+                live[account_id] = account = self._open(table, account_id, partition, first)
+            seen = account.seen
+            before = {source: seen.get(source, -1) for source, _, _ in items}
+            events = []
+            for source, at, event in items:
+                if at <= before[source]:
+                    result.skipped += 1
+                    continue
+                events.append(event)
+                if at > seen.get(source, -1):
+                    seen[source] = at
+            if events:
+                self._apply(account, events, result)
 
     def _open(
         self,

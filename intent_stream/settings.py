@@ -185,6 +185,20 @@ class Settings:
         "until it ends, so this bounds each hop's added latency; lower costs idle fetches.",
         group="worker",
     )
+    ingest_batch_records: int = _opt(
+        100,
+        "Most raw records the ingest agent takes together. The events they route to each "
+        "account-topic partition go out as one record (at most producer_max_batch_bytes), "
+        "and the scoring agent decides once per account and record: 1 forwards each raw "
+        "record's events apart, as the tracker batched them.",
+        group="worker",
+    )
+    ingest_batch_wait_ms: float = _opt(
+        10.0,
+        "Longest the ingest agent waits for more raw records before forwarding a batch "
+        "that is not full, in ms: the latency it may add when records trickle in.",
+        group="worker",
+    )
     score_batch_records: int = _opt(
         100,
         "Most account-topic records the scoring agent applies together. Decisions are "
@@ -542,6 +556,11 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
     if not s.agent_set or not s.agent_set <= {"ingest", "score"}:
         yield f"{env_name('agents')} must name 'ingest', 'score' or both (got {s.agents!r})"
+    if s.ingest_batch_records < 1 or s.ingest_batch_wait_ms <= 0:
+        yield (
+            f"{env_name('ingest_batch_records')} must be at least 1 and "
+            f"{env_name('ingest_batch_wait_ms')} positive"
+        )
     if s.score_batch_records < 1 or s.score_batch_bytes < 1 or s.score_batch_wait_ms <= 0:
         yield (
             f"{env_name('score_batch_records')} and {env_name('score_batch_bytes')} must be "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -66,6 +67,29 @@ class JsonTable(MutableMapping[str, Any]):
 
     def __init__(self, raw: MutableMapping[str, Any]) -> None:
         self.raw = raw
+        #: Changelog partition of writes and deletes made with ``[]`` (see in_partition).
+        self.partition: int | None = None
+
+    @contextmanager
+    def in_partition(self, partition: int) -> Iterator[None]:
+        """Within the block, ``table[key] = ...`` and ``del table[key]`` send their changelog
+        messages to ``partition`` (as :meth:`put` does), whatever event the stream is on.
+
+        An agent that takes several records at once (``take_events``) is on no record of
+        them while it applies each: it names the partition of the record it applies.
+
+        >>> t = JsonTable({"a": b"1"})
+        >>> with t.in_partition(2):
+        ...     t["b"] = 3
+        ...     del t["a"]
+        >>> t.raw, t.partition
+        ({'b': b'3'}, None)
+        """
+        before, self.partition = self.partition, partition
+        try:
+            yield
+        finally:
+            self.partition = before
 
     def put(self, key: str, value: Any, *, partition: int) -> None:
         """Set ``key`` with its changelog message in ``partition``.
@@ -101,10 +125,22 @@ class JsonTable(MutableMapping[str, Any]):
         return default if value is None else orjson.loads(value)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.raw[key] = json_bytes(value)
+        if self.partition is not None:
+            self.put(key, value, partition=self.partition)
+        else:
+            self.raw[key] = json_bytes(value)
 
     def __delitem__(self, key: str) -> None:
-        del self.raw[key]
+        raw = self.raw
+        send = getattr(raw, "send_changelog", None)
+        if self.partition is None or send is None:
+            del raw[key]
+            return
+        del raw.data[key]  # type: ignore[attr-defined]  # the Faust table's store
+        send(self.partition, key, None, value_serializer="raw")  # the tombstone
+        on_del = getattr(raw, "_sensor_on_del", None)
+        if on_del is not None:
+            on_del(raw, key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.raw)

@@ -2,8 +2,9 @@
 
 ``ingest`` reads raw Segment messages, lets :class:`intent_stream.ingest.IngestProcessor`
 check, normalise, de-duplicate (with Redis) and route them, then sends what it decided: event
-batches to the account-keyed topic (one record per destination partition), new identity edges
-to the compacted identity topic, rejects to the dead-letter topic.
+batches to the account-keyed topic (one record per destination partition for the raw records
+taken together), new identity edges to the compacted identity topic, rejects to the
+dead-letter topic.
 
 ``identity-reader`` keeps this worker's identity graph in step with every other worker's: it
 reads every partition of the identity topic from the beginning, outside any consumer group.
@@ -22,6 +23,7 @@ import orjson
 
 from intent_stream.agents.sinks import observe_send, produce, send_dead_letters
 from intent_stream.identity import IdentityEdge
+from intent_stream.ingest import ForwardBatcher
 from intent_stream.pipeline import DeadLetter
 from intent_stream.privacy import ForgetRequest, forget_pending, is_forget
 from intent_stream.readmodel import identity_key
@@ -29,7 +31,7 @@ from intent_stream.topics import aiokafka_client_options
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
-    from intent_stream.ingest import IngestResult
+    from intent_stream.ingest import Forward, IngestResult
 
 __all__ = ["register"]
 
@@ -41,61 +43,76 @@ _SWEEP_EVERY = 5000
 
 def register(engine: Engine) -> None:
     app, topics, metrics = engine.app, engine.topics, engine.metrics
-    processor, dedup = engine.ingest, engine.dedup
+    processor, dedup, pending = engine.ingest, engine.dedup, engine.pending
     identity_ready = asyncio.Event()
+
+    settings = engine.settings
+    batch_records, batch_wait = settings.ingest_batch_records, settings.ingest_batch_wait_ms / 1e3
 
     @app.agent(topics.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
         await identity_ready.wait()
         records = 0
-        async for event in stream.events():
-            message = event.message
-            if is_forget(event.value):
-                await _forget(engine, event.value, message)
-                continue
-            checked = processor.check(event.value, received_at=message.timestamp or time.time())
-            source = f"{message.partition}:{message.offset}"
-            duplicates = await dedup.duplicates(
-                [m.message_id for m in checked.messages], source=source
-            )
-            result = processor.route(
-                checked.messages,
-                pending=engine.pending,
-                partition=message.partition,
-                offset=message.offset,
-                duplicates=duplicates,
-            )
-            await _send(engine, result, message)
-            await send_dead_letters(engine, checked.dead_letters, message)
-            metrics.ingest_records.inc()
-            metrics.agent_records.labels(agent="ingest").inc()
-            records += 1
-            if records % _SWEEP_EVERY == 0 and checked.messages:
-                expired = processor.sweep(engine.pending, now=checked.messages[-1].ts)
-                metrics.pending_events.labels(outcome="expired").inc(expired)
+        # Raw records that arrived together are routed one by one, and the events they
+        # forward to each account partition go out as one record (ForwardBatcher).
+        async for events in stream.take_events(batch_records, within=batch_wait):
+            forwards = ForwardBatcher(max_bytes=settings.producer_max_batch_bytes)
+            for event in events:
+                message = event.message
+                if is_forget(event.value):
+                    # Behind every event forwarded before it, as the request requires.
+                    await _forward(engine, forwards.drain())
+                    with pending.in_partition(message.partition):
+                        await _forget(engine, event.value, message)
+                    continue
+                received = message.timestamp or time.time()
+                checked = processor.check(event.value, received_at=received)
+                source = f"{message.partition}:{message.offset}"
+                duplicates = await dedup.duplicates(
+                    [m.message_id for m in checked.messages], source=source
+                )
+                # The pending table's changelog partition is the raw record's: no event of
+                # the batch is the stream's current one.
+                with pending.in_partition(message.partition):
+                    result = processor.route(
+                        checked.messages,
+                        pending=pending,
+                        partition=message.partition,
+                        offset=message.offset,
+                        duplicates=duplicates,
+                    )
+                    records += 1
+                    if records % _SWEEP_EVERY == 0 and checked.messages:
+                        expired = processor.sweep(pending, now=checked.messages[-1].ts)
+                        metrics.pending_events.labels(outcome="expired").inc(expired)
+                full = forwards.add(message.partition, message.offset, result.forwards)
+                await _forward(engine, full)
+                await _send(engine, result)
+                await send_dead_letters(engine, checked.dead_letters, message)
+                metrics.ingest_records.inc()
+                metrics.child(metrics.agent_records, "ingest").inc()
+            await _forward(engine, forwards.drain())
 
     @app.task  # type: ignore[untyped-decorator]
     async def identity_reader() -> None:
         await _read_identity(engine, identity_ready)
 
 
-async def _send(engine: Engine, result: IngestResult, message: Any) -> None:
-    metrics, settings = engine.metrics, engine.settings
-    src = [message.partition, message.offset]
-    for partition, events in result.forwards.items():
-        key = events[0]["context"]["groupId"]
+async def _forward(engine: Engine, records: list[Forward]) -> None:
+    """Send gathered records to the account-keyed event topic, in their partitions."""
+    metrics, topic = engine.metrics, engine.settings.events_topic
+    for record in records:
         await observe_send(
-            produce(
-                engine,
-                settings.events_topic,
-                key=key.encode(),
-                value=orjson.dumps({"src": src, "batch": events}),
-                partition=partition,
-            ),
+            produce(engine, topic, key=record.key, value=record.value, partition=record.partition),
             metrics=metrics,
             topic="events",
         )
         metrics.ingest_forwarded.inc()
+
+
+async def _send(engine: Engine, result: IngestResult) -> None:
+    """Send what routing a raw record produced besides its forwards, and count it."""
+    metrics, settings = engine.metrics, engine.settings
     graph, prefix = engine.ingest.graph, settings.redis_prefix
     kinds: dict[str, int] = {}  # edges by kind, counted once per record (labels() costs)
     for edge in result.edges:

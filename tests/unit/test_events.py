@@ -35,7 +35,9 @@ def test_a_record_may_hold_one_event_an_array_or_a_segment_batch():
     assert decode_record(orjson.dumps(one)) == ([one], None)
     assert decode_record(orjson.dumps([one, one])) == ([one, one], None)
     assert decode_record(orjson.dumps({"batch": [one], "sentAt": "x"})) == ([one], None)
-    assert decode_record(orjson.dumps({"batch": [one], "src": [2, 9]})) == ([one], (2, 9))
+    assert decode_record(orjson.dumps({"batch": [one], "src": [2, 9]})) == ([one], [(2, 9, 1)])
+    runs = {"batch": [one, one, one], "src": [[2, 9, 2], [0, 4, 1]]}
+    assert decode_record(orjson.dumps(runs)) == ([one, one, one], [(2, 9, 2), (0, 4, 1)])
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,9 @@ def test_a_record_may_hold_one_event_an_array_or_a_segment_batch():
         (b"42", "not_an_event"),
         (b'{"batch": 3}', "invalid_batch"),
         (b'{"batch": [{}], "src": "x"}', "invalid_batch"),
+        (b'{"batch": [{}], "src": [[0, 1, 2]]}', "invalid_batch"),  # runs miss the batch
+        (b'{"batch": [{}], "src": [[0, 1, 1], [0, 2, 0]]}', "invalid_batch"),
+        (b'{"batch": [{}], "src": [[0, true, 1]]}', "invalid_batch"),
         (b'{"batch": []}', "empty"),
         (b"[]", "empty"),
         (b"[" + b" " * MAX_RECORD_BYTES + b"]", "too_large"),

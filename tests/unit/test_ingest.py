@@ -4,8 +4,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from intent_stream.events import decode_record
 from intent_stream.identity import IdentityGraph, Pseudonymiser
-from intent_stream.ingest import IngestProcessor
+from intent_stream.ingest import ForwardBatcher, IngestProcessor
 
 T0 = 1_767_225_600.0  # 2026-01-01
 DAY = 86400.0
@@ -191,3 +192,45 @@ def test_every_email_holder_is_normalised_and_forwarded_events_name_their_accoun
         "groupId": "acme",
     }
     assert list(forwarded) == list(body)
+
+
+# -- gathering forwards (ForwardBatcher) -----------------------------------------------
+
+
+def _forwarded(account, n):
+    return {"type": "page", "context": {"groupId": account}, "n": n}
+
+
+def test_forwards_of_several_raw_records_become_one_record_per_partition():
+    batcher = ForwardBatcher(max_bytes=1 << 20)
+    assert batcher.add(0, 5, {1: [_forwarded("a", 1)], 3: [_forwarded("b", 2)]}) == []
+    assert batcher.add(2, 9, {1: [_forwarded("c", 3), _forwarded("a", 4)]}) == []
+    records = {r.partition: r for r in batcher.drain()}
+    assert set(records) == {1, 3}
+    events, src = decode_record(records[1].value)
+    assert [e["n"] for e in events] == [1, 3, 4]  # in the order they were routed
+    assert src == [(0, 5, 1), (2, 9, 2)]
+    assert records[1].key == b"a"
+    assert records[1].events == 3
+    assert decode_record(records[3].value) == ([_forwarded("b", 2)], [(0, 5, 1)])
+    assert batcher.drain() == []
+
+
+def test_a_partition_about_to_pass_max_bytes_goes_out_first():
+    one = len(orjson.dumps([_forwarded("a", 0)]))
+    batcher = ForwardBatcher(max_bytes=3 * one)
+    out = []
+    for offset in range(7):
+        out += batcher.add(0, offset, {2: [_forwarded("a", offset)]})
+    out += batcher.drain()
+    assert [r.events for r in out] == [3, 3, 1]
+    decoded = [decode_record(r.value) for r in out]
+    assert [e["n"] for events, _ in decoded for e in events] == list(range(7))
+    assert [o for _, src in decoded for _, o, _ in src] == list(range(7))
+    assert all(len(r.value) <= 3 * one + 64 for r in out)
+    # One raw record's events larger than max_bytes make a record of their own.
+    big = ForwardBatcher(max_bytes=10)
+    assert big.add(0, 1, {0: [_forwarded("a", 1)]}) == []
+    (first,) = big.add(0, 2, {0: [_forwarded("a", 2)]})
+    assert first.events == 1
+    assert [r.events for r in big.drain()] == [1]

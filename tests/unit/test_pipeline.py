@@ -300,3 +300,63 @@ def test_any_batching_gives_the_outputs_of_the_records_applied_one_by_one():
     for sizes in ([7], [50], [1, 300, 2, 13]):
         cycle = iter(sizes * len(records))
         assert outputs(cycle) == one_by_one, f"batches of {sizes} differ"
+
+
+# -- records the ingest agent gathered from several raw records ---------------------------
+
+
+def _gathered(runs):
+    """A forwarded record of ``runs``: (raw partition, raw offset, events) each."""
+    src = [[p, o, len(events)] for p, o, events in runs]
+    batch = [e for _, _, events in runs for e in events]
+    return orjson.dumps({"src": src, "batch": batch})
+
+
+def test_a_gathered_record_applies_each_accounts_events_once_together():
+    proc, table = _processor(), {}
+    value = _gathered(
+        [
+            (0, 10, [_ev("acme", t=1), _ev("globex", t=1)]),
+            (1, 4, [_ev("acme", t=2)]),
+            (0, 11, [_ev("acme", t=3)]),
+        ]
+    )
+    result = proc.process(table, value=value, partition=2, offset=0)
+    assert table["acme"]["events"] == 3
+    assert table["globex"]["events"] == 1
+    assert table["acme"]["off"] == {"r0": 11, "r1": 4}
+    assert set(result.snapshots) == {"acme", "globex"}
+    assert result.applied["page"] == 4
+
+
+def test_raw_records_gathered_again_after_an_ingest_crash_are_applied_once():
+    # Before the crash: raw records 0:10 and 0:11 were forwarded together. After it the
+    # ingest agent re-reads from 0:11 and gathers it with 0:12 and 1:5.
+    proc, table = _processor(), {}
+    first = _gathered([(0, 10, [_ev("acme", t=1)]), (0, 11, [_ev("acme", t=2)])])
+    proc.process(table, value=first, partition=2, offset=0)
+    again = _gathered(
+        [
+            (0, 11, [_ev("acme", t=2)]),
+            (0, 12, [_ev("acme", t=3), _ev("acme", t=4)]),
+            (1, 5, [_ev("acme", t=5)]),
+        ]
+    )
+    result = proc.process(table, value=again, partition=2, offset=1)
+    assert result.skipped == 1
+    assert table["acme"]["events"] == 5  # 2 + 3: nothing twice, nothing lost
+    assert table["acme"]["off"] == {"r0": 12, "r1": 5}
+    replay = proc.process(table, value=again, partition=2, offset=1)
+    assert replay.skipped == 4
+    assert table["acme"]["events"] == 5
+
+
+def test_a_gathered_record_of_one_raw_record_is_that_raw_record():
+    one, gathered = _processor(), _processor()
+    events = [_ev("acme", t=i) for i in range(3)]
+    table_a: dict = {}
+    value = orjson.dumps({"src": [0, 7], "batch": events})
+    one.process(table_a, value=value, partition=1, offset=0)
+    table_b: dict = {}
+    gathered.process(table_b, value=_gathered([(0, 7, events)]), partition=1, offset=0)
+    assert table_a == table_b

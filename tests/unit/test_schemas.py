@@ -19,7 +19,7 @@ from referencing import Registry, Resource
 
 from intent_stream.events import Rejected, check_message, decode_record, parse_event
 from intent_stream.identity import IdentityGraph, Pseudonymiser
-from intent_stream.ingest import IngestProcessor
+from intent_stream.ingest import ForwardBatcher, IngestProcessor
 from intent_stream.pipeline import AccountProcessor, iso
 from intent_stream.schemas import load_schema, schema_names
 from intent_stream.scoring import HotLeadPolicy, IntentModel
@@ -139,17 +139,27 @@ def test_records_the_ingest_processor_forwards_are_account_events(key):
     proc = IngestProcessor(graph=IdentityGraph(), pseudonymiser=Pseudonymiser(key), partitions=4)
     pending: dict = {}
     forwarded = 0
+    # What agents/ingest.py writes: the forwards of raw records taken together, gathered
+    # into one record per partition with the runs of raw records they came from.
+    batcher = ForwardBatcher(max_bytes=64 * 1024)
+    records = []
     for offset, chunk in enumerate(_chunks(_simulated(), 40)):
         value = orjson.dumps({"batch": list(chunk)})
         received = max(m["timestamp"] for m in chunk)
         checked = proc.check(value, received_at=datetime.fromisoformat(received).timestamp())
         assert checked.dead_letters == []
         result = proc.route(checked.messages, pending=pending, partition=1, offset=offset)
-        for batch in result.forwards.values():
-            # What agents/ingest.py writes: the raw record's partition and offset, and the batch.
-            record = orjson.loads(orjson.dumps({"src": [1, offset], "batch": batch}))
-            _assert_valid(ACCOUNT, record)
-            forwarded += len(batch)
+        records += batcher.add(1, offset, result.forwards)
+        if offset % 5 == 4:
+            records += batcher.drain()
+    records += batcher.drain()
+    for record in records:
+        _assert_valid(ACCOUNT, orjson.loads(record.value))
+        events, src = decode_record(record.value)
+        assert src is not None
+        assert sum(n for _, _, n in src) == len(events) == record.events
+        forwarded += len(events)
+    assert any(src and len(src) > 1 for _, src in map(decode_record, (r.value for r in records)))
     assert forwarded > len(_simulated()) // 2
 
 
@@ -175,8 +185,12 @@ def test_records_written_directly_to_the_account_topic_need_an_account_and_a_tim
         assert not _valid(ACCOUNT, {"batch": [event, bad]})
         assert _valid(RAW, bad)  # the raw topic needs neither: ingest resolves the account
     # A forwarded batch carries src and normalised messages; a bad src is refused by both.
-    assert not _valid(ACCOUNT, {"src": [0], "batch": [event]})
-    assert not _accepts(decode_record, orjson.dumps({"src": [0], "batch": [event]}))
+    for src in ([0], [[0, 1]], [[0, 1, 0]], [[0, 1, 1], 3]):
+        assert not _valid(ACCOUNT, {"src": src, "batch": [event]})
+        assert not _accepts(decode_record, orjson.dumps({"src": src, "batch": [event]}))
+    normalised = {**event, "receivedAt": iso(T0)}
+    for src in ([0, 1], [[0, 1, 1]]):
+        assert _valid(ACCOUNT, {"src": src, "batch": [normalised]})
 
 
 def _hot(account, t0):
