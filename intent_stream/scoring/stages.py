@@ -38,9 +38,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -140,6 +141,17 @@ class StageConfigError(ValueError):
 
 
 # -- the model -------------------------------------------------------------------------------
+
+
+#: What :meth:`Clause.holds` does for each operator (any other is ``<``, ``_LESS``).
+_Compare = Callable[[float, float], bool]
+_LESS: _Compare = operator.lt
+_COMPARE: Mapping[str, _Compare] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": _LESS,
+}
 
 
 @dataclass(frozen=True)
@@ -966,12 +978,18 @@ class Evidence:
         self._cache.clear()
 
     def holds(self, rule: Rule) -> bool:
-        """Whether every clause of ``rule`` holds (a plain loop: this runs on every record)."""
-        cache = self._cache
+        """Whether every clause of ``rule`` holds (a plain loop: this runs on every record).
+
+        :meth:`get` and :meth:`Clause.holds`, inline: a record asks a dozen rules.
+        """
+        cache, compare = self._cache, _COMPARE
         for clause in rule.clauses:
             name = clause.measure
-            value = cache[name] if name in cache else self.get(name)
-            if not clause.holds(value):
+            if name in cache:
+                value = cache[name]
+            else:
+                value = cache[name] = self._compute(name)
+            if value is None or not compare.get(clause.op, _LESS)(value, clause.threshold):
                 return False
         return True
 
