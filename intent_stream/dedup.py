@@ -24,13 +24,14 @@ __all__ = ["MessageDeduplicator", "dedup_key"]
 
 logger = logging.getLogger(__name__)
 
-# One round trip and one command per record, whatever its size: for each id, claim it for
-# this record (SET NX EX) or, if it is taken, report it unless this same record took it.
+# One round trip and one command for any number of records: for each id, claim it for its
+# record (SET NX EX) or, if it is taken, report it unless this same record took it. ARGV[1]
+# is the window; ARGV[i + 1] the source (record) of KEYS[i].
 _CLAIM = """
 local dups = {}
 for i, key in ipairs(KEYS) do
-  if not redis.call('SET', key, ARGV[1], 'NX', 'EX', ARGV[2]) then
-    if redis.call('GET', key) ~= ARGV[1] then
+  if not redis.call('SET', key, ARGV[i + 1], 'NX', 'EX', ARGV[1]) then
+    if redis.call('GET', key) ~= ARGV[i + 1] then
       dups[#dups + 1] = i - 1
     end
   end
@@ -83,31 +84,51 @@ class MessageDeduplicator:
         Repeats inside the same record count too (the first one wins). While Redis is failing,
         only those in-record repeats are found, and Redis is retried with back-off.
         """
-        found: set[int] = set()
-        first: dict[str, int] = {}
-        for index, mid in enumerate(message_ids):
-            if mid is None:
-                continue
-            if mid in first:
-                found.add(index)
-            else:
-                first[mid] = index
-        if not first or self.window <= 0 or self.clock() < self._retry_at:
-            return frozenset(found)
+        (found,) = await self.duplicates_many([(message_ids, source)])
+        return found
+
+    async def duplicates_many(
+        self, records: Sequence[tuple[Sequence[str | None], str]]
+    ) -> list[frozenset[int]]:
+        """:meth:`duplicates` of several records ``(message ids, source)`` in one round trip,
+        as if asked record after record: an id in two of them is a duplicate in the later.
+
+        The ingest agent asks once for the raw records it took together: one command
+        instead of one per record, which for records of one message each was a round trip
+        and a script call per message.
+        """
+        found: list[set[int]] = []
+        claims: list[tuple[int, int, str]] = []  # (record, index in it, message id)
+        for number, (message_ids, _) in enumerate(records):
+            repeats: set[int] = set()
+            first: dict[str, int] = {}
+            for index, mid in enumerate(message_ids):
+                if mid is None:
+                    continue
+                if mid in first:
+                    repeats.add(index)
+                else:
+                    first[mid] = index
+            found.append(repeats)
+            claims += [(number, index, mid) for mid, index in first.items()]
+        if not claims or self.window <= 0 or self.clock() < self._retry_at:
+            return [frozenset(f) for f in found]
         prefix = dedup_key(self.prefix, "")
         encoding, errors = self._encoding
-        keys = [(prefix + mid).encode(encoding, errors) for mid in first]
+        keys = [(prefix + mid).encode(encoding, errors) for _, _, mid in claims]
+        sources = [records[number][1] for number, _, _ in claims]
         try:
-            taken = await self._claim(keys=keys, args=[source, max(1, int(self.window))])
+            taken = await self._claim(keys=keys, args=[max(1, int(self.window)), *sources])
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return frozenset(found)
+            return [frozenset(f) for f in found]
         if self._failures:
             logger.info("message de-duplication recovered after %d failures", self._failures)
             self._failures = 0
-        indexes = list(first.values())
-        found.update(indexes[i] for i in taken)
-        return frozenset(found)
+        for i in taken:
+            number, index, _ = claims[i]
+            found[number].add(index)
+        return [frozenset(f) for f in found]
 
     def _failed(self, exc: BaseException) -> None:
         self._failures += 1

@@ -57,45 +57,70 @@ def register(engine: Engine) -> None:
         # forward to each account partition go out as one record (ForwardBatcher).
         async for events in stream.take_events(batch_records, within=batch_wait):
             forwards = ForwardBatcher(max_bytes=settings.producer_max_batch_bytes)
-            for event in events:
-                message = event.message
-                if is_forget(event.value):
+            for run, forget in _runs([event.message for event in events]):
+                # One Redis round trip for the run's message ids, then each record in order.
+                checked = [
+                    processor.check(m.value, received_at=m.timestamp or time.time()) for m in run
+                ]
+                found = await dedup.duplicates_many(
+                    [
+                        ([m.message_id for m in c.messages], f"{r.partition}:{r.offset}")
+                        for r, c in zip(run, checked, strict=True)
+                    ]
+                )
+                for message, check, duplicates in zip(run, checked, found, strict=True):
+                    # The pending table's changelog partition is the raw record's: no
+                    # event of the batch is the stream's current one.
+                    with pending.in_partition(message.partition):
+                        result = processor.route(
+                            check.messages,
+                            pending=pending,
+                            partition=message.partition,
+                            offset=message.offset,
+                            duplicates=duplicates,
+                        )
+                        records += 1
+                        if records % _SWEEP_EVERY == 0 and check.messages:
+                            expired = processor.sweep(pending, now=check.messages[-1].ts)
+                            metrics.pending_events.labels(outcome="expired").inc(expired)
+                    full = forwards.add(message.partition, message.offset, result.forwards)
+                    await _forward(engine, full)
+                    await _send(engine, result)
+                    await send_dead_letters(engine, check.dead_letters, message)
+                    metrics.ingest_records.inc()
+                    metrics.child(metrics.agent_records, "ingest").inc()
+                if forget is not None:
                     # Behind every event forwarded before it, as the request requires.
                     await _forward(engine, forwards.drain())
-                    with pending.in_partition(message.partition):
-                        await _forget(engine, event.value, message)
-                    continue
-                received = message.timestamp or time.time()
-                checked = processor.check(event.value, received_at=received)
-                source = f"{message.partition}:{message.offset}"
-                duplicates = await dedup.duplicates(
-                    [m.message_id for m in checked.messages], source=source
-                )
-                # The pending table's changelog partition is the raw record's: no event of
-                # the batch is the stream's current one.
-                with pending.in_partition(message.partition):
-                    result = processor.route(
-                        checked.messages,
-                        pending=pending,
-                        partition=message.partition,
-                        offset=message.offset,
-                        duplicates=duplicates,
-                    )
-                    records += 1
-                    if records % _SWEEP_EVERY == 0 and checked.messages:
-                        expired = processor.sweep(pending, now=checked.messages[-1].ts)
-                        metrics.pending_events.labels(outcome="expired").inc(expired)
-                full = forwards.add(message.partition, message.offset, result.forwards)
-                await _forward(engine, full)
-                await _send(engine, result)
-                await send_dead_letters(engine, checked.dead_letters, message)
-                metrics.ingest_records.inc()
-                metrics.child(metrics.agent_records, "ingest").inc()
+                    with pending.in_partition(forget.partition):
+                        await _forget(engine, forget.value, forget)
             await _forward(engine, forwards.drain())
 
     @app.task  # type: ignore[untyped-decorator]
     async def identity_reader() -> None:
         await _read_identity(engine, identity_ready)
+
+
+def _runs(messages: list[Any]) -> list[tuple[list[Any], Any]]:
+    """``messages`` cut at each forget request: (the records before it, the request or None).
+
+    >>> from types import SimpleNamespace as M
+    >>> forget = M(value=b'{"forget": {}}')
+    >>> [([m.value for m in run], f and f.value) for run, f in _runs([M(value=b"1"), forget,
+    ...     M(value=b"2")])]
+    [([b'1'], b'{"forget": {}}'), ([b'2'], None)]
+    """
+    out: list[tuple[list[Any], Any]] = []
+    run: list[Any] = []
+    for message in messages:
+        if is_forget(message.value):
+            out.append((run, message))
+            run = []
+        else:
+            run.append(message)
+    if run:
+        out.append((run, None))
+    return out
 
 
 async def _forward(engine: Engine, records: list[Forward]) -> None:

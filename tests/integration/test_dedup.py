@@ -54,3 +54,27 @@ def test_redis_down_lets_messages_through_and_counts_the_failure():
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_records_asked_together_are_answered_as_if_asked_one_after_the_other(endpoints):
+    async def scenario() -> None:
+        client = aioredis.from_url(endpoints.redis_url)
+        dedup = MessageDeduplicator(client, prefix=f"it:{uuid.uuid4().hex[:8]}:", window=60)
+        try:
+            await dedup.duplicates(["seen"], source="0:1")
+            found = await dedup.duplicates_many(
+                [
+                    (["a", "seen", "a"], "0:2"),  # seen elsewhere, and a repeat inside
+                    (["b", "a"], "1:5"),  # a was first carried by 0:2
+                    ([None], "1:6"),
+                    (["seen"], "0:1"),  # the first record, replayed: not a duplicate
+                ]
+            )
+            assert found == [{1, 2}, {1}, frozenset(), frozenset()]
+            # The same records again (a replay of the batch): each is itself.
+            again = await dedup.duplicates_many([(["a"], "0:2"), (["b", "a"], "1:5")])
+            assert again == [frozenset(), {1}]
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
