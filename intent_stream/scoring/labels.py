@@ -96,7 +96,8 @@ class DelayedLabels:
             i = index.get(name)
             if i is not None and value:
                 values[i] = round(value * 100)
-                last = max(last, i)
+                if i > last:  # max(), without a call per feature
+                    last = i
         del values[last + 1 :]
         return values
 

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 DAY = 86400.0
+_MONTH = 30 * DAY  # people active within it are the account's committee
 _MAX_PEOPLE = 16
 _MAX_ROLE_LENGTH = 24
 _SENIOR = frozenset({"c_level", "vp", "director", "owner", "partner", "head"})
@@ -279,6 +280,22 @@ def _rates(signals: Mapping[str, SignalSpec]) -> dict[str, float]:
     return cached[1]
 
 
+_HIGH: dict[int, tuple[Mapping[str, SignalSpec], frozenset[str]]] = {}
+
+
+def _high_intent(signals: Mapping[str, SignalSpec]) -> frozenset[str]:
+    """The high-intent signals of a specs mapping, found once per mapping (not per account).
+
+    >>> _high_intent(DEFAULT_SIGNALS) == HIGH_INTENT
+    True
+    """
+    cached = _HIGH.get(id(signals))
+    if cached is None or cached[0] is not signals:
+        names = frozenset(name for name, spec in signals.items() if spec.high_intent)
+        cached = _HIGH[id(signals)] = (signals, names)
+    return cached[1]
+
+
 class AccountSignals:
     """Compact per-account signal state, updated per event and read as model features."""
 
@@ -291,6 +308,7 @@ class AccountSignals:
         self.signals = signals
         self.surge = surge
         self._rates = _rates(signals)
+        self._high_intent = _high_intent(signals)
         self.topics: dict[str, list[Any]] = {}  # topic -> [recent, baseline, ts, surging]
         self.counts: dict[str, list[float]] = {}  # signal -> [decayed value, at ts]
         self.people: dict[str, list[Any]] = {}  # person -> [last ts, senior (0/1)[, role]]
@@ -432,7 +450,7 @@ class AccountSignals:
 
     def features(self, now: float) -> dict[str, float]:
         """Model features at event time ``now``: log1p of decayed counts and account traits."""
-        specs, log1p = self.signals, math.log1p
+        high_intent, log1p = self._high_intent, math.log1p
         x: dict[str, float] = {}
         high: list[float] = []
         if now != self._counts_at:
@@ -440,12 +458,12 @@ class AccountSignals:
             self._counts_at = now
         for name, value in self._counts_memo.items():
             x[name] = log1p(value)
-            if specs[name].high_intent:
+            if name in high_intent:
                 high.append(value)
         x["high_intent"] = log1p(sum(high))
         people = senior = 0
         for cell in self.people.values():
-            if now - cell[0] <= 30 * DAY:
+            if now - cell[0] <= _MONTH:
                 people += 1
                 senior += cell[1]
         x["people"] = float(people)
