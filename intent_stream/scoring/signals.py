@@ -344,7 +344,7 @@ class AccountSignals:
         """Add one occurrence of ``signal`` at event time ``ts`` (late events allowed)."""
         if signal not in self._rates:
             return
-        self._forget_memo()
+        self._counts_at = self._topics_at = None  # _forget_memo, inline (every signal)
         cell = self.counts.get(signal)
         if cell is None:
             self.counts[signal] = [1.0, ts]
@@ -358,7 +358,7 @@ class AccountSignals:
 
     def learn_topic(self, topic: str, ts: float) -> bool:
         """Count one event on a content topic; ``True`` when the topic starts to surge."""
-        self._forget_memo()
+        self._counts_at = self._topics_at = None  # _forget_memo, inline
         return self.surge.learn_one(self.topics, topic, ts, since=self.first_seen)
 
     def top_topics(self, now: float, *, n: int = 3) -> list[tuple[str, float]]:

@@ -56,8 +56,19 @@ def normalise_topic(value: Any) -> str | None:
     """
     if not isinstance(value, str):
         return None
-    topic = " ".join(value.split()).casefold()[:_MAX_TOPIC_LENGTH]
-    return topic or None
+    known = _NORMALISED
+    if value in known:
+        return known[value]
+    if len(known) >= _NORMALISED_MAX:
+        known.clear()
+    topic = known[value] = " ".join(value.split()).casefold()[:_MAX_TOPIC_LENGTH] or None
+    return topic
+
+
+#: Topic properties normalised so far: a site's pages repeat a few topics, for every signal
+#: counted. Emptied when full, so exact and bounded whatever the traffic.
+_NORMALISED: dict[str, str | None] = {}
+_NORMALISED_MAX = 4096
 
 
 class TopicSurge:
