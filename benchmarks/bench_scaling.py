@@ -28,7 +28,7 @@ from intent_stream.embedded import EmbeddedStack, free_port, stop_child
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
-ACCOUNTS = int(os.environ.get("BENCH_SCALING_ACCOUNTS", "1000"))
+ACCOUNTS = int(os.environ.get("BENCH_SCALING_ACCOUNTS", "4000"))
 PARTITIONS = 4
 TICK = 400
 TARGET = 1.7
