@@ -322,13 +322,9 @@ class AccountProcessor:
             source, at = (f"r{src[0][0]}", src[0][1]) if src else (f"e{partition}", offset)
             by_account: dict[str, list[Event]] = {}
             for raw in raw_events:
-                try:
-                    event = parse_event(raw)
-                except Rejected as exc:
-                    letter = DeadLetter(exc.reason, exc.detail, dump_event(raw), index)
-                    result.dead_letters.append(letter)
-                    continue
-                by_account.setdefault(event.account_id, []).append(event)
+                event = _parsed(raw, index, result)
+                if event is not None:
+                    by_account.setdefault(event.account_id, []).append(event)
             for account_id, events in by_account.items():
                 account = live.get(account_id)
                 if account is None:
@@ -364,13 +360,9 @@ class AccountProcessor:
         for raw_partition, raw_offset, n in runs:
             source = f"r{raw_partition}"
             for raw in raw_events[position : position + n]:
-                try:
-                    event = parse_event(raw)
-                except Rejected as exc:
-                    letter = DeadLetter(exc.reason, exc.detail, dump_event(raw), index)
-                    result.dead_letters.append(letter)
-                    continue
-                by_account.setdefault(event.account_id, []).append((source, raw_offset, event))
+                event = _parsed(raw, index, result)
+                if event is not None:
+                    by_account.setdefault(event.account_id, []).append((source, raw_offset, event))
             position += n
         for account_id, items in by_account.items():
             account = live.get(account_id)
@@ -938,6 +930,16 @@ class AccountProcessor:
         }
         interval = None if before.last_alert_ts is None else now - before.last_alert_ts
         return OutgoingAlert(aid, account_id, orjson.dumps(payload), rule, interval)
+
+
+def _parsed(raw: Any, record: int, result: RecordResult) -> Event | None:
+    """``raw`` checked as an account event, or None after dead-lettering it (with the index
+    of its ``record`` in the batch)."""
+    try:
+        return parse_event(raw)
+    except Rejected as exc:
+        result.dead_letters.append(DeadLetter(exc.reason, exc.detail, dump_event(raw), record))
+        return None
 
 
 def _surges_started(surging: Collection[str] | None, signals: AccountSignals) -> list[str]:
