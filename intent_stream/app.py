@@ -37,7 +37,7 @@ from intent_stream.scoring import (
 )
 from intent_stream.scoring.stages import StageMachine, load_stage_model
 from intent_stream.settings import Settings
-from intent_stream.tables import JsonTable
+from intent_stream.tables import JsonTable, json_table
 from intent_stream.topics import (
     ACCOUNT_STATE_TABLE,
     PENDING_TABLE,
@@ -547,16 +547,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     # declared table's changelog at start.
     # Values are the documents' orjson bytes (intent_stream.tables): a fraction of the
     # memory of dicts, and the changelog gets them without another encoding.
-    accounts = JsonTable(
-        app.Table(
-            ACCOUNT_STATE_TABLE,
-            default=None,
-            partitions=settings.partitions,
-            key_type=str,  # JSON-encoded in the changelog (Faust's default for typed keys)
-            value_type=bytes,
-        )
+    accounts = (
+        json_table(app, ACCOUNT_STATE_TABLE, partitions=settings.partitions)
         if "score" in roles
-        else {}
+        else JsonTable({})
     )
     processor = AccountProcessor(
         model=IntentModel(),
@@ -569,16 +563,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         fit=initial_fit_model(settings) if "score" in roles else FitModel(),
         stages=StageMachine(model=stage_model),
     )
-    pending = JsonTable(
-        app.Table(
-            PENDING_TABLE,
-            default=None,
-            partitions=settings.partitions,
-            key_type=str,
-            value_type=bytes,
-        )
+    pending = (
+        json_table(app, PENDING_TABLE, partitions=settings.partitions)
         if "ingest" in roles
-        else {}
+        else JsonTable({})
     )
     client = redis_client(settings)
     read_model = RedisReadModel(

@@ -16,6 +16,12 @@ buffer, rounded up to a power of two and never shrunk: measured with orjson 3.13
 document held 8 KiB, and a worker's RSS grew ~4.3 KB per account for ~760-byte states. A
 value that lives as long as its account must not keep that buffer.
 
+Keys too (:func:`json_table`): Faust's ``json`` codec, which typed keys get, is
+``orjson.dumps`` as it is, so each changelog message waiting in the producer held a ~4 KiB
+buffer for a key of a few dozen bytes. A worker catching up on a backlog has thousands
+waiting, and the allocator keeps the peak: at 100,000 accounts its RSS grew 2,377 bytes per
+account with Faust's codec and 1,492 with :class:`ExactJson` (same bytes on the changelog).
+
 >>> t = JsonTable({})
 >>> t["acme.com"] = {"events": 2, "score": 41.5}
 >>> t.raw["acme.com"]
@@ -32,8 +38,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import orjson
+from faust.serializers.codecs import Codec
 
-__all__ = ["JsonTable", "json_bytes", "put", "stage_of"]
+__all__ = ["ExactJson", "JsonTable", "json_bytes", "json_table", "put", "stage_of"]
 
 
 def json_bytes(value: Any) -> bytes:
@@ -46,6 +53,32 @@ def json_bytes(value: Any) -> bytes:
     b'{"a":[1,2.5]}'
     """
     return b"".join((orjson.dumps(value), b""))
+
+
+class ExactJson(Codec):
+    """Faust's ``json`` codec for keys and values of plain JSON types, each encoding in an
+    allocation of its own size (:func:`json_bytes`).
+
+    >>> ExactJson().dumps("acme.com"), ExactJson().loads(b'"acme.com"')
+    (b'"acme.com"', 'acme.com')
+    """
+
+    def _dumps(self, obj: Any) -> bytes:
+        return json_bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return orjson.loads(s)
+
+
+def json_table(app: Any, name: str, *, partitions: int) -> JsonTable:
+    """A :class:`JsonTable` over a new Faust table ``name`` of ``app``: string keys, JSON
+    encoded on its changelog by :class:`ExactJson` (the text Faust's ``json`` codec writes,
+    so an existing changelog recovers as it is), values the documents' bytes as they are."""
+    table = app.Table(name, default=None, partitions=partitions, key_type=str, value_type=bytes)
+    # Faust picks the key codec from key_type; the table sends its changelog messages with
+    # it, and the changelog topic (made as the table registers) decodes recovered ones.
+    table.key_serializer = table.changelog_topic.key_serializer = ExactJson()
+    return JsonTable(table)
 
 
 def put(table: MutableMapping[str, Any], key: str, value: Any, *, partition: int) -> None:
