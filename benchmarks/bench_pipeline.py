@@ -17,7 +17,8 @@ Four layouts:
 - one event per record on the raw topic, keyed by visitor (what kcat or a third-party
   producer writes there), the full path, beside the counting agent on that topic.
 Sizes: BENCH_ACCOUNTS (default 2000 accounts, 90 days); the one-event-per-record layouts
-use the first BENCH_ONE_EVENTS (15,000) of those events. BENCH_LAYOUTS picks layouts by
+use the first BENCH_ONE_EVENTS (15,000) of those events, and the counting agent reads them
+BENCH_COUNT_RUNS times (default 2; the fastest counts). BENCH_LAYOUTS picks layouts by
 their short names (default "batched,one,raw,one-raw"). Prints a table and writes
 benchmarks/results/pipeline.json.
 """
@@ -53,6 +54,7 @@ from intent_stream.topics import ensure_topics, partition_for
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "2000"))
 ONE_EVENTS = int(os.environ.get("BENCH_ONE_EVENTS", "15000"))
 CHOSEN = os.environ.get("BENCH_LAYOUTS", "batched,one,raw,one-raw").split(",")
+COUNT_RUNS = int(os.environ.get("BENCH_COUNT_RUNS", "2"))
 TICK = 400  # events per tracker flush on the raw topic (as in bench_ingest.py)
 PARTITIONS = 4
 
@@ -220,7 +222,14 @@ def main() -> None:
                 "ratio": rate / ceiling,
             }
             if layout in ("one", "one-raw"):
-                count = faust_count_rate(ep.kafka_bootstrap, topic, len(recs), workdir)
+                # The counting agent's short run varies a lot (7,400-13,500 records/s seen
+                # on one host in one hour): the faster of COUNT_RUNS runs is the yardstick.
+                counts = [
+                    faust_count_rate(ep.kafka_bootstrap, topic, len(recs), workdir)
+                    for _ in range(COUNT_RUNS)
+                ]
+                count = max(counts)
+                row["faust_count_runs_eps"] = counts
                 row["faust_count_eps"] = count
                 row["ratio_to_faust_count"] = rate / count
             results[name] = row
@@ -250,7 +259,8 @@ def main() -> None:
             continue
         print(
             f"{name}: a plain Faust counting agent on the same topic read "
-            f"{one['faust_count_eps']:,.0f} events/s; the worker is "
+            f"{one['faust_count_eps']:,.0f} events/s (best of "
+            f"{', '.join(f'{c:,.0f}' for c in one['faust_count_runs_eps'])}); the worker is "
             f"{one['ratio_to_faust_count']:.2f}x it (target >= 0.8x)"
         )
         ratio = one["ratio_to_faust_count"]
