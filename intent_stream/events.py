@@ -346,7 +346,22 @@ def checked_event_time(
 
 
 def _check_size(body: dict[str, Any]) -> None:
-    if len(orjson.dumps(body)) > MAX_EVENT_BYTES:
+    """The event's JSON size, at most MAX_EVENT_BYTES; a body JSON cannot carry (a Python
+    caller's integer beyond 64 bits, a set, an object) is invalid JSON, not a crash.
+
+    >>> try:
+    ...     _check_size({"type": "page", "anonymousId": 2**64})
+    ... except Rejected as exc:
+    ...     print(exc.reason, exc.field)
+    invalid_json event
+    """
+    try:
+        encoded = orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise Rejected(
+            "invalid_json", f"the event holds a value JSON cannot carry ({exc})", field="event"
+        ) from None
+    if len(encoded) > MAX_EVENT_BYTES:
         raise Rejected(
             "too_large", f"an event may have at most {MAX_EVENT_BYTES} bytes", field="event"
         )

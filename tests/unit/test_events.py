@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from intent_stream.events import (
@@ -206,6 +206,11 @@ def _outcome(call):
 
 @settings(max_examples=600, deadline=None)
 @given(messages, st.booleans(), st.sampled_from([0.0, 86_400.0]))
+@example(  # found by this test: an integer JSON cannot carry crashed the size check
+    {"type": "page", "anonymousId": [-(2**63) - 1], "timestamp": "2026-01-01T00:00:00Z"},
+    True,
+    0.0,
+)
 def test_checked_event_time_agrees_with_check_message_then_event_time(message, size, skew):
     # checked_event_time has a fast path for the common shape; the rule-by-rule functions
     # are the reference: the same body and time, or the same rejection.
@@ -256,3 +261,18 @@ def test_checked_event_time_agrees_with_the_rules_at_every_field_boundary():
 
 _ID_FIELDS = ["userId", "anonymousId", "messageId", "event", "groupId", "previousId"]
 _ID_FIELDS.append("context.groupId")
+
+
+def test_a_value_json_cannot_carry_is_rejected_not_raised():
+    # What a Python caller (the client library) can hand over; orjson.loads never makes one.
+    for value in (2**64, -(2**63) - 1, {1, 2}, object()):
+        body = {
+            "type": "track",
+            "userId": "u1",
+            "event": "Demo Requested",
+            "properties": {"n": value},
+        }
+        with pytest.raises(Rejected) as info:
+            check_message(body, check_size=True)
+        assert info.value.reason == "invalid_json"
+        assert info.value.field == "event"
