@@ -9,10 +9,14 @@ many accounts' events. When every event is applied it reports:
 - the account state's serialized size: the latest changelog value of each account (what the
   table stores, replays and keeps in memory), read back from the changelog topic;
 - the worker's RSS growth divided by the number of accounts (Python objects for the table,
-  plus whatever the worker keeps per account besides), overall and marginal: the accounts
+  plus whatever the worker keeps per account besides), each RSS read at rest (one
+  ``memory_trim_interval`` after the load, so that the worker has handed back the heap pages
+  the load freed), overall and marginal: the accounts
   are fed in two halves and the growth over the second half, per account, leaves out the
   fixed costs that come with the first load (fetch buffers, caches, allocator arenas);
 - the feed's throughput, for reference.
+
+BENCH_MEMORY_TRIM sets the worker's ``memory_trim_interval`` (0: no trim) for A/B runs.
 
 Prints a table and writes benchmarks/results/memory.json.
 """
@@ -41,6 +45,7 @@ from intent_stream.embedded import EmbeddedStack, stop_child
 from intent_stream.topics import ACCOUNT_STATE_TABLE, changelog_topic, ensure_topics, partition_for
 
 ACCOUNTS = int(os.environ.get("BENCH_MEMORY_ACCOUNTS", "100000"))
+TRIM = os.environ.get("BENCH_MEMORY_TRIM")  # the worker's memory_trim_interval, for A/B runs
 PARTITIONS = 4
 PER_RECORD = 600  # events per record (one account partition each)
 TARGET_BYTES = 2048
@@ -148,6 +153,7 @@ def main() -> None:
             agents="score",
             partitions=PARTITIONS,
             session_timeout=6.0,
+            **({"memory_trim_interval": float(TRIM)} if TRIM else {}),
         )
         ensure_topics(settings)
         proc = spawn_worker(settings)
@@ -195,7 +201,9 @@ def main() -> None:
                 producer.flush()
                 wait_processed(url, proc, warm_total + target, timeout=900)
                 feed_seconds += time.perf_counter() - t0
-                time.sleep(1.0)
+                # At rest: the worker's next memory trim has handed back what the load
+                # freed (memory_trim_interval), as it does in service after a backlog.
+                time.sleep(settings.memory_trim_interval + 1.0)
                 rss_points.append(rss_bytes(proc.pid))
             rss_half, rss = rss_points
             accounts_gauge = counter(url, "intent_stream_accounts")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -16,6 +18,7 @@ from intent_stream.topics import ensure_topics, kafka_client_options
 
 __all__ = [
     "BrokerUnavailable",
+    "memory_trimmer",
     "resolve_embedded",
     "run_worker",
     "tune_gc",
@@ -149,6 +152,30 @@ def tune_gc() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def memory_trimmer() -> Callable[[], int] | None:
+    """A call that hands the heap's free pages back to the system, or None without glibc.
+
+    CPython gives freed objects back to the C allocator, which keeps them for reuse: after
+    a backlog (fetched records, decoded batches, changelog messages waiting in the
+    producer) a worker's RSS stays at the peak. glibc's ``malloc_trim(0)`` releases every
+    whole free page, at the heap's top and inside it (~2 ms for a 300 MB heap); measured
+    on bench_memory.py at 100,000 accounts, at rest, calling it every 5 s took the worker's
+    RSS growth from 1,501-1,721 to 1,315-1,482 bytes per account. musl and macOS have no such
+    call: None there. The call returns 1 when it released memory, else 0.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def release() -> int:
+        return int(trim(0))
+
+    return release
 
 
 def use_event_loop(choice: str) -> str:

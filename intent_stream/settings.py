@@ -226,6 +226,13 @@ class Settings:
     redis_flush_interval: float = _opt(
         0.2, "Seconds between writes of changed accounts to Redis.", group="worker"
     )
+    memory_trim_interval: float = _opt(
+        5.0,
+        "Seconds between returns of the worker's freed heap memory to the system (glibc's "
+        "malloc_trim; 0 disables it, and it does nothing on other C libraries). Without it "
+        "the allocator keeps the peak a backlog left.",
+        group="worker",
+    )
     log_level: str = _opt("info", "Log level: debug, info, warning or error.", group="worker")
     event_loop: str = _opt(
         "auto",
@@ -552,6 +559,11 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('redis')} must be 'embedded' or a redis://, rediss:// or unix:// URL"
     if not 0 < s.collector_port < 65536:
         yield f"{env_name('collector_port')} must be a TCP port (got {s.collector_port})"
+    if s.memory_trim_interval < 0:
+        yield (
+            f"{env_name('memory_trim_interval')} must be 0 (off) or more seconds "
+            f"(got {s.memory_trim_interval})"
+        )
     if s.dedup_window < 0:
         yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
     if not s.agent_set or not s.agent_set <= {"ingest", "score"}:

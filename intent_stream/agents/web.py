@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from intent_stream.metrics import CONTENT_TYPE
 from intent_stream.readmodel import account_key, by_score_key, top_rows
+from intent_stream.runner import memory_trimmer
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
@@ -33,6 +34,13 @@ def register(engine: Engine) -> None:
     @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
     async def final_flush(app: Any, **kwargs: Any) -> None:
         await engine.read_model.flush()
+
+    release = memory_trimmer() if engine.settings.memory_trim_interval > 0 else None
+    if release is not None:
+
+        @app.timer(engine.settings.memory_trim_interval)  # type: ignore[untyped-decorator]
+        async def trim_memory() -> None:
+            release()
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics(web: Any, request: Any) -> Any:
