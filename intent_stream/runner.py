@@ -160,7 +160,8 @@ def memory_trimmer() -> Callable[[], int] | None:
     CPython gives freed objects back to the C allocator, which keeps them for reuse: after
     a backlog (fetched records, decoded batches, changelog messages waiting in the
     producer) a worker's RSS stays at the peak. glibc's ``malloc_trim(0)`` releases every
-    whole free page, at the heap's top and inside it (~2 ms for a 300 MB heap); measured
+    whole free page, at the heap's top and inside it (1-3 ms on a 200-300 MB heap, ~30 ms
+    the first time after a backlog freed ~300 MB: the event loop waits that long); measured
     on bench_memory.py at 100,000 accounts, at rest, calling it every 5 s took the worker's
     RSS growth from 1,501-1,721 to 1,315-1,482 bytes per account. musl and macOS have no such
     call: None there. The call returns 1 when it released memory, else 0.
