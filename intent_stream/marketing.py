@@ -296,13 +296,9 @@ class _Memo(dict[_K, _V]):
     __call__ = dict.__getitem__
 
 
-def _given(value: Any) -> str:
-    """``value`` if it is a string with more than spaces in it, else ``''``."""
-    return value if isinstance(value, str) and value.strip() else ""
-
-
 def _given_of(value: Any, other: Any) -> str:
-    """``_given(value) or _given(other)``, in one call (three per signal counted).
+    """The first of ``value`` and ``other`` that is a string with more than spaces in it,
+    else ``''`` (one call: three per signal counted).
 
     >>> _given_of(" ", "cpc"), _given_of("email", "cpc"), _given_of(None, 3)
     ('cpc', 'email', '')
@@ -326,6 +322,11 @@ def _from_query(query: dict[str, list[str]], key: str) -> str:
 
 
 def _host_of(url: str) -> str:
+    """The host of an absolute URL, lower case, without ``www.`` (``''`` if none).
+
+    >>> _host_of("https://WWW.Google.co.uk:443/search?q=x"), _host_of("/pricing")
+    ('google.co.uk', '')
+    """
     scheme, sep, rest = url.partition("://")
     if not sep or "/" in scheme:
         return ""
@@ -339,15 +340,6 @@ def _host_of(url: str) -> str:
 
 
 _cached_host = _Memo(_host_of)
-
-
-def _host(url: Any) -> str:
-    """The host of an absolute URL, lower case, without ``www.`` (``''`` if none).
-
-    >>> _host("https://WWW.Google.co.uk:443/search?q=x"), _host("/pricing")
-    ('google.co.uk', '')
-    """
-    return _cached_host(url) if isinstance(url, str) else ""
 
 
 def _site(host: str) -> str:
@@ -514,7 +506,7 @@ def dimensions(event: Mapping[str, Any], signal: str | None = None) -> tuple[str
     elif query is not None and any(key in query for key in _PAID_SOCIAL_IDS):
         channel = "paid_social"
     else:
-        referrer = page.get("referrer")  # _host, inline (url is a string)
+        referrer = page.get("referrer")
         referrer = _cached_host(referrer) if isinstance(referrer, str) else ""
         if referrer and referrer != _cached_host(url):
             channel = _cached_referrer_channel(referrer)

@@ -163,15 +163,7 @@ class Clause:
     threshold: float
 
     def holds(self, value: float | None) -> bool:
-        if value is None:
-            return False
-        if self.op == ">=":
-            return value >= self.threshold
-        if self.op == ">":
-            return value > self.threshold
-        if self.op == "<=":
-            return value <= self.threshold
-        return value < self.threshold
+        return value is not None and _COMPARE.get(self.op, _LESS)(value, self.threshold)
 
 
 @dataclass(frozen=True)
