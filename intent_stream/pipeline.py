@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from intent_stream.events import Event, Rejected, Sources, decode_record, parse_event
+from intent_stream.events import Event, Rejected, decode_record, parse_event
 from intent_stream.marketing import dimensions
 from intent_stream.privacy import ForgetRequest, is_forget
 from intent_stream.scoring import (
@@ -315,25 +315,14 @@ class AccountProcessor:
             except Rejected as exc:
                 result.dead_letters.append(DeadLetter(exc.reason, exc.detail, value, index))
                 continue
-            if src is not None and len(src) > 1:
-                self._apply_runs(table, live, raw_events, src, partition, index, result)
-                continue
-            # Replay guard key: the raw partition for forwarded records, else this partition.
-            source, at = (f"r{src[0][0]}", src[0][1]) if src else (f"e{partition}", offset)
-            by_account: dict[str, list[Event]] = {}
-            for raw in raw_events:
-                event = _parsed(raw, index, result)
-                if event is not None:
-                    by_account.setdefault(event.account_id, []).append(event)
-            for account_id, events in by_account.items():
-                account = live.get(account_id)
-                if account is None:
-                    live[account_id] = account = self._open(table, account_id, partition, events)
-                if at <= account.seen.get(source, -1):
-                    result.skipped += len(events)
-                    continue
-                account.seen[source] = at
-                self._apply(account, events, result)
+            # Replay guard keys: the raw partition of each run of forwarded events, else
+            # this partition for the whole record.
+            runs = (
+                [(f"r{p}", at, n) for p, at, n in src]
+                if src
+                else [(f"e{partition}", offset, len(raw_events))]
+            )
+            self._apply_runs(table, live, raw_events, runs, partition, index, result)
         self._write(table, live, result)
         return result
 
@@ -342,27 +331,28 @@ class AccountProcessor:
         table: MutableMapping[str, Any],
         live: dict[str, _Live],
         raw_events: list[Any],
-        runs: Sources,
+        runs: list[tuple[str, int, int]],
         partition: int,
         index: int,
         result: RecordResult,
     ) -> None:
-        """Apply a record the ingest agent gathered from several raw records (``runs``).
+        """Apply one record, its events in ``runs`` of ``(guard source, offset, events)``:
+        one run for a record written directly or forwarded from one raw record, several for
+        one the ingest agent gathered from several raw records.
 
-        Each account's events in it are applied together, as for any record, less those
-        its replay guard has seen: an event is skipped when the raw record it came from is
-        at or below the last one applied to the account from that raw partition before
-        this record. After an ingest crash, the events of raw records forwarded before it
-        come again, gathered with others; only the others are applied.
+        Each account's events in it are applied together, less those its replay guard has
+        seen: an event is skipped when the record it came from is at or below the last one
+        applied to the account from that source before this record. After an ingest crash,
+        the events of raw records forwarded before it come again, gathered with others; only
+        the others are applied.
         """
         by_account: dict[str, list[tuple[str, int, Event]]] = {}
         position = 0
-        for raw_partition, raw_offset, n in runs:
-            source = f"r{raw_partition}"
+        for source, at, n in runs:
             for raw in raw_events[position : position + n]:
                 event = _parsed(raw, index, result)
                 if event is not None:
-                    by_account.setdefault(event.account_id, []).append((source, raw_offset, event))
+                    by_account.setdefault(event.account_id, []).append((source, at, event))
             position += n
         for account_id, items in by_account.items():
             account = live.get(account_id)
