@@ -200,15 +200,16 @@ def main() -> None:
         for name, layout in LAYOUTS.items():
             if layout not in CHOSEN:
                 continue
+            on_raw = layout in ("raw", "one-raw")  # the full path: ingest, then scoring
             settings = bench_settings(
                 ep,
                 "bench",
-                agents="ingest,score" if layout in ("raw", "one-raw") else "score",
+                agents="ingest,score" if on_raw else "score",
                 partitions=PARTITIONS,
                 session_timeout=6.0,
             )
             ensure_topics(settings)
-            topic = settings.raw_topic if layout in ("raw", "one-raw") else settings.events_topic
+            topic = settings.raw_topic if on_raw else settings.events_topic
             recs, total = records(layout)
             print(f"{name}: preloading {total:,} events in {len(recs):,} records...", flush=True)
             preload(ep.kafka_bootstrap, topic, recs)
