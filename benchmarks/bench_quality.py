@@ -28,6 +28,15 @@ And per prediction, after a warm-up (the first quarter of the stream):
   opportunity within the horizon (30 days) of it"; a stricter view, since a converter's
   events from more than 30 days before its conversion count as negatives.
 
+Beside the engine's score, in the same run and on the same predictions, two yardsticks:
+
+- a naive score, the floor: the account's events in the last 30 days (what counting
+  activity, with no model, gives);
+- the hidden stage, the ceiling: the rank in the buying journey (out of market 0 ...
+  purchase 4; customers and after 0) of the stage the generator had the account in at that
+  moment, which no scorer sees. The engine's *share of the ceiling* is its ROC AUC's lift
+  over chance against the hidden stage's: (AUC - 0.5) / (AUC of the hidden stage - 0.5).
+
 Sizes: BENCH_QUALITY_ACCOUNTS (default 2000), BENCH_QUALITY_DAYS (120), BENCH_SEED (21).
 Prints a table and writes benchmarks/results/quality.json.
 """
@@ -37,7 +46,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections import Counter
+from bisect import bisect_right
+from collections import Counter, deque
 from datetime import datetime
 
 import orjson
@@ -46,7 +56,7 @@ from harness import write_result
 from intent_stream.pipeline import AccountProcessor
 from intent_stream.scoring import HotLeadPolicy, IntentModel, ProgressiveValidation, roc_auc
 from intent_stream.settings import Settings
-from intent_stream.simulate import SimulationConfig, ground_truth, simulate
+from intent_stream.simulate import STAGES, AccountTruth, SimulationConfig, ground_truth, simulate
 
 ACCOUNTS = int(os.environ.get("BENCH_QUALITY_ACCOUNTS", "2000"))
 DAYS = float(os.environ.get("BENCH_QUALITY_DAYS", "120"))
@@ -58,6 +68,34 @@ WARM_UP = 0.25  # share of the stream (events, or labels) left out of the preque
 
 def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+#: The hidden stages' ranks in the buying journey; customers and after are not buying.
+_JOURNEY_RANK = {stage: rank for rank, stage in enumerate(STAGES[: STAGES.index("customer")])}
+_DAYS_30 = 30 * 86400.0
+
+
+class Timeline:
+    """An account's hidden stage over time (from its ground truth), as a journey rank."""
+
+    def __init__(self, truth: AccountTruth) -> None:
+        self.times = [_ts(at) for at, _ in truth.stages]
+        self.ranks = [_JOURNEY_RANK.get(stage, 0) for _, stage in truth.stages]
+
+    def rank(self, ts: float) -> int:
+        """The rank of the stage the account was in at ``ts`` (its first before the first)."""
+        return self.ranks[max(bisect_right(self.times, ts) - 1, 0)]
+
+
+def share_of_ceiling(auc: float | None, ceiling: float | None) -> float | None:
+    """The lift over chance of ``auc`` as a share of the ceiling's.
+
+    >>> share_of_ceiling(0.8, 0.9)
+    0.75
+    """
+    if auc is None or ceiling is None or ceiling <= 0.5:
+        return None
+    return round((auc - 0.5) / (ceiling - 0.5), 10)
 
 
 def main() -> None:
@@ -73,6 +111,14 @@ def main() -> None:
         health=ProgressiveValidation(window=10_000_000),  # every label, not the last 2,000
     )
     table: dict[str, object] = {}
+    timelines = {a: Timeline(t) for a, t in truth.items()}
+    recent: dict[str, deque[float]] = {}  # per account: event times of the last 30 days
+    # Per account, the highest score before conversion (or ever, for the others): the
+    # engine's, the naive count's and the hidden stage's.
+    best_naive: dict[str, float] = {}
+    best_hidden: dict[str, float] = {}
+    per_event_naive: list[float] = []
+    per_event_hidden: list[float] = []
     best: dict[str, float] = {}  # highest score before conversion (or ever, for the others)
     last: dict[str, float] = {}  # last score before conversion (or at the end)
     first_alert: dict[str, float] = {}
@@ -86,14 +132,25 @@ def main() -> None:
         events += 1
         result = processor.process(table, value=orjson.dumps(event), partition=0, offset=offset)
         for account, view in result.snapshots.items():
+            now = view.event_time
+            times = recent.setdefault(account, deque())
+            times.append(now)
+            while times[0] < now - _DAYS_30:
+                times.popleft()
             converts = converts_at.get(account, float("inf"))
-            if view.event_time >= converts:
+            if now >= converts:
                 continue  # after conversion: not a prediction any more
+            naive = float(len(times))
+            hidden = float(timelines[account].rank(now)) if account in timelines else 0.0
             best[account] = max(best.get(account, 0.0), view.score)
+            best_naive[account] = max(best_naive.get(account, 0.0), naive)
+            best_hidden[account] = max(best_hidden.get(account, 0.0), hidden)
             last[account] = view.score
             if offset >= warm:
                 per_event[0].append(view.score)
-                per_event[1].append(converts - view.event_time <= horizon)
+                per_event[1].append(converts - now <= horizon)
+                per_event_naive.append(naive)
+                per_event_hidden.append(hidden)
         for alert in result.alerts:
             first_alert.setdefault(alert.account_id, _ts(orjson.loads(alert.value)["event_time"]))
     seconds = time.perf_counter() - started
@@ -105,6 +162,12 @@ def main() -> None:
     pairs = list(processor.health.pairs)[int(len(processor.health.pairs) * WARM_UP) :]
     auc_prequential = roc_auc([p for p, _ in pairs], [y for _, y in pairs])
     auc_per_event = roc_auc(*per_event)
+    auc_naive = roc_auc([best_naive[a] for a in scored], labels)
+    auc_hidden = roc_auc([best_hidden[a] for a in scored], labels)
+    auc_naive_event = roc_auc(per_event_naive, per_event[1])
+    auc_hidden_event = roc_auc(per_event_hidden, per_event[1])
+    share = share_of_ceiling(auc_best, auc_hidden)
+    share_event = share_of_ceiling(auc_per_event, auc_hidden_event)
     outcome: Counter[str] = Counter()
     leads = []
     for account, at in first_alert.items():
@@ -133,6 +196,12 @@ def main() -> None:
         "prequential_labels": len(pairs),
         "roc_auc_per_event": auc_per_event,
         "per_event_scores": len(per_event[0]),
+        "naive_roc_auc_max": auc_naive,
+        "naive_roc_auc_per_event": auc_naive_event,
+        "hidden_stage_roc_auc_max": auc_hidden,
+        "hidden_stage_roc_auc_per_event": auc_hidden_event,
+        "share_of_ceiling_max": share,
+        "share_of_ceiling_per_event": share_event,
         "alerted_accounts": len(first_alert),
         "true_positives": tp,
         "false_positives": fp,
@@ -160,6 +229,12 @@ def main() -> None:
         (f"prequential ROC AUC ({len(pairs):,} labels)", show(auc_prequential, ".3f"),
          f">= {TARGET_AUC}"),
         ("per-event ROC AUC (opportunity in 30 d)", show(auc_per_event, ".3f"), ""),
+        ("floor: events in the last 30 d, per account", show(auc_naive, ".3f"), ""),
+        ("... per event", show(auc_naive_event, ".3f"), ""),
+        ("ceiling: hidden stage, per account", show(auc_hidden, ".3f"), ""),
+        ("... per event", show(auc_hidden_event, ".3f"), ""),
+        ("share of the ceiling's lift, per account", show(share, ".2f"), ""),
+        ("... per event", show(share_event, ".2f"), ""),
         (f"alert precision (score >= {defaults.alert_enter:g})", show(precision, ".3f"), ""),
         ("alert recall (alert before conversion)", show(recall, ".3f"), ""),
         ("median lead time, first alert -> conversion", show(lead, ".1f") + " d",
@@ -174,7 +249,10 @@ def main() -> None:
     status = "ok" if met else "MISS"
     print(
         f"SUMMARY quality: ROC AUC {show(auc_best, '.3f')} per account, "
-        f"{show(auc_prequential, '.3f')} prequential, {show(auc_per_event, '.3f')} per event, "
+        f"{show(auc_prequential, '.3f')} prequential, {show(auc_per_event, '.3f')} per event "
+        f"(naive count {show(auc_naive, '.3f')} / {show(auc_naive_event, '.3f')}, hidden stage "
+        f"{show(auc_hidden, '.3f')} / {show(auc_hidden_event, '.3f')}: "
+        f"{show(share, '.2f')} / {show(share_event, '.2f')} of its lift), "
         f"precision {show(precision, '.2f')}, "
         f"recall {show(recall, '.2f')}, median lead {show(lead, '.1f')} d [{status}]"
     )
