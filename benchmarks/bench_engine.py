@@ -48,7 +48,7 @@ LAYOUTS = {"batched": "batched", "one event per record": "one"}
 def engine(settings: Settings) -> AccountProcessor:
     """The scoring engine as ``create_app`` wires it (a fresh fit model), with a fixed clock."""
     return AccountProcessor(
-        model=IntentModel(),
+        model=IntentModel(max_blend=settings.intent_max_blend),
         policy=alert_policy(settings),
         clock=lambda: 0.0,
         labels=DelayedLabels(

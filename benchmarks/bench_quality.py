@@ -104,7 +104,7 @@ def main() -> None:
     converts_at = {a: _ts(t.opportunity_at) for a, t in truth.items() if t.opportunity_at}
     defaults = Settings()
     processor = AccountProcessor(
-        model=IntentModel(),
+        model=IntentModel(max_blend=defaults.intent_max_blend),
         policy=HotLeadPolicy(
             enter=defaults.alert_enter, exit=defaults.alert_exit, cooldown_s=defaults.alert_cooldown
         ),

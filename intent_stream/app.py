@@ -553,7 +553,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         else JsonTable({})
     )
     processor = AccountProcessor(
-        model=IntentModel(),
+        model=IntentModel(max_blend=settings.intent_max_blend),
         policy=alert_policy(settings),
         labels=DelayedLabels(
             horizon_days=settings.intent_horizon_days,

@@ -230,7 +230,8 @@ class Metrics:
         )
         self.model_blend = Gauge(
             p + "model_blend_ratio",
-            "Weight of the learned model in the intent score (0 = points prior only, to 1).",
+            "Weight of the learned model in the intent score (0 = points prior only, up to "
+            "intent_max_blend).",
             registry=registry,
         )
         self.record_latency = Histogram(

@@ -358,6 +358,13 @@ class Settings:
         "snapshots are labelled positive by an outcome within it, negative when it passes.",
         group="alerts",
     )
+    intent_max_blend: float = _opt(
+        0.5,
+        "Most weight the intent model's learned logistic regression gets in the score, "
+        "against the points prior (0-1; the weight grows with the labels learned up to it). "
+        "1 lets the learned model take over once labels pile up.",
+        group="alerts",
+    )
     label_snapshots: int = _opt(
         10,
         "Most feature snapshots an account keeps per horizon while their labels are pending "
@@ -542,6 +549,8 @@ def _validate(s: Settings) -> Iterator[str]:
     yield from _validate_alerts(s)
     if s.intent_horizon_days <= 0:
         yield f"{env_name('intent_horizon_days')} must be positive (got {s.intent_horizon_days})"
+    if not 0.0 <= s.intent_max_blend <= 1.0:
+        yield f"{env_name('intent_max_blend')} must be between 0 and 1 (got {s.intent_max_blend})"
     if s.label_snapshots < 1:
         yield f"{env_name('label_snapshots')} must be at least 1 (got {s.label_snapshots})"
     if s.model_checkpoint_interval <= 0 or s.model_checkpoint_labels < 1:

@@ -102,6 +102,8 @@ class ModelCheckpointer:
             model, health = objects.get("model"), objects.get("health")
             if not isinstance(model, IntentModel) or not isinstance(health, ProgressiveValidation):
                 raise CheckpointError("the intent checkpoint holds other objects")
+            # The blend's cap is this deployment's setting, not learned state.
+            model.max_blend = self.engine.settings.intent_max_blend
             proc.model, proc.health = model, health
             logger.info("restored the intent model (%d labels)", model.n_labels)
             return

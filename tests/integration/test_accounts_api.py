@@ -84,6 +84,7 @@ def test_account_api_cli_and_model_checkpoints(settings, start_worker, producer,
         assert objects["model"].n_labels == 3
         assert objects["model"].n_positive == 2
         assert objects["health"].n == 3
+        assert objects["model"].max_blend == 0.5  # the setting's default, saved with it
         log = worker.log()
         assert "ignoring the intent model checkpoint" in log
         assert "fit model starts fresh" in log
@@ -124,16 +125,18 @@ def test_account_api_cli_and_model_checkpoints(settings, start_worker, producer,
         assert "intent_stream_model_roc_auc " in metrics
         assert 'intent_stream_labels_learned_total{outcome="opportunity"} 2.0' in metrics
 
-        # A new worker process restores the checkpoint before scoring anything.
+        # A new worker process restores the checkpoint before scoring anything; the blend's
+        # cap is its own setting (3 labels would give 3 / 203 uncapped), not the saved one.
         worker.proc.terminate()
         worker.proc.wait(timeout=30)
-        restarted = start_worker(settings.replace(web_port=free_port()))
+        restarted = start_worker(settings.replace(web_port=free_port(), intent_max_blend=0.01))
         wait_until(
             lambda: 'intent_stream_model_labels{polarity="positive"} 2.0' in restarted.metrics(),
             timeout=60,
             what="the restarted worker to restore the intent model",
         )
         assert "restored the intent model (3 labels)" in restarted.log()
+        assert "intent_stream_model_blend_ratio 0.01" in restarted.metrics()
     finally:
         client.delete(key, model_key(settings.redis_prefix, "fit"))
         client.close()

@@ -66,6 +66,8 @@ def test_every_setting_is_documented_with_a_prefixed_variable():
         ({"alert_weak_fit_min_score": 101.0}, "INTENT_STREAM_ALERT_WEAK_FIT_MIN_SCORE"),
         ({"alert_routes": "region=EMEA emea-team"}, "INTENT_STREAM_ALERT_ROUTES"),
         ({"memory_trim_interval": -1.0}, "INTENT_STREAM_MEMORY_TRIM_INTERVAL"),
+        ({"intent_max_blend": 1.2}, "INTENT_STREAM_INTENT_MAX_BLEND"),
+        ({"intent_max_blend": -0.5}, "INTENT_STREAM_INTENT_MAX_BLEND"),
     ],
 )
 def test_alert_settings_are_validated(changes, variable):

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pickle
 import random
 
+import pytest
+
 from intent_stream.scoring import IntentModel, PointsPrior
 
 
@@ -22,6 +24,33 @@ def test_blend_moves_to_the_model_as_labels_arrive():
     assert m.blend == 0.5
     assert m.n_labels == 10
     assert m.n_positive == 10
+
+
+def test_blend_stops_at_max_blend():
+    m = IntentModel(blend_labels=10)
+    for _ in range(90):
+        m.learn_one({"pricing_view": 1.0}, True)
+    assert m.blend == 0.5  # 90 / 100 uncapped: the default cap keeps the prior's half
+    x = {"pricing_view": 1.0}
+    prior = PointsPrior().score_one(x)
+    assert m.score_one(x) == 0.5 * prior + 0.5 * 100.0 * m.predict_proba_one(x)
+    m.max_blend = 1.0
+    assert m.blend == 0.9
+
+
+@pytest.mark.parametrize("max_blend", [-0.1, 1.5])
+def test_max_blend_outside_0_1_is_refused(max_blend):
+    with pytest.raises(ValueError, match="max_blend"):
+        IntentModel(max_blend=max_blend)
+
+
+def test_checkpoints_from_before_the_cap_load_with_the_default_cap():
+    m = IntentModel()
+    state = m.__getstate__()
+    del state["max_blend"]
+    restored = IntentModel.__new__(IntentModel)
+    restored.__setstate__(state)
+    assert restored.max_blend == 0.5
 
 
 def test_model_learns_to_rank_a_separable_problem():
