@@ -10,22 +10,38 @@ had applied when it fired, so it names the event that triggered it; latency is f
 moment that event was handed to the producer to the moment the alert is read back from the
 alerts topic by a plain consumer (in this process, so both ends use one clock).
 
+Raw ceiling, in the same run on the same broker, after the worker has stopped: the latency of
+the same three topics with no work between them. The benchmark's producer publishes small
+JSON messages carrying their send time to a raw topic at BENCH_RATE messages/s (in bursts
+every 100 ms, as above) for BENCH_CEILING_SECONDS (default 10) seconds; two plain relays, each
+an aiokafka consumer and producer with the worker's ``fetch_max_wait_ms`` and
+``producer_linger_ms``, pass them on to an events topic and from there to an alerts topic,
+where the same kind of consumer reads them back: raw -> (ingest) -> events -> (score) ->
+alerts with nothing in the brackets. The relays run in a child process of their own, as the
+worker does. The pipeline's p99 is also given as a ratio to the chain's p99.
+
 Prints a table and writes benchmarks/results/latency.json.
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import os
 import statistics
 import threading
 import time
+import uuid
+from typing import Any
 
 import orjson
 from harness import EVENTS_METRIC, bench_settings, counter, metrics_url, spawn_worker, write_result
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from intent_stream.client import route_records, utc_iso
 from intent_stream.embedded import EmbeddedStack, stop_child
+from intent_stream.settings import Settings
 from intent_stream.simulate import SimulationConfig, simulate
 from intent_stream.topics import ensure_topics
 
@@ -35,7 +51,11 @@ HOT_PER_S = float(os.environ.get("BENCH_HOT_PER_S", "4"))
 PARTITIONS = 4
 TICK = 0.1  # a tracker flush every 100 ms, one record per visitor partition (as the demo)
 HOT_STEP = 0.1  # seconds between two events of a hot journey
+QUIET_S = 5.0  # after the run: no new hot alert for this long ends the wait for more
 TARGET_P99_MS = 250.0
+#: Seconds of the raw ceiling's measurement: half the pipeline's by default, since a chain
+#: with no work settles at once, and ``make bench`` should stay under 10 minutes.
+CEILING_SECONDS = float(os.environ.get("BENCH_CEILING_SECONDS", "10"))
 
 
 def hot_journey(account: str, n: int) -> list[dict]:
@@ -59,8 +79,20 @@ def hot_journey(account: str, n: int) -> list[dict]:
     return steps
 
 
-class AlertReader(threading.Thread):
-    """Reads the alerts topic and notes when each hot account's first alert arrived."""
+def tracker_producer(bootstrap: str) -> KafkaProducer:
+    """The producer that publishes to the raw topic, as a tracker would. Both measurements
+    publish with it, so the ceiling's first hop costs what the pipeline's does."""
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+
+
+def p99(ordered: list[float]) -> float:
+    """The 99th percentile of ``ordered`` (sorted), the sample nearest to it."""
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+class TopicReader(threading.Thread):
+    """Reads a topic from its start and hands each record to ``handle`` with the time it
+    arrived. Both measurements read back with it, so they end alike."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
@@ -73,21 +105,203 @@ class AlertReader(threading.Thread):
             fetch_max_wait_ms=5,
             consumer_timeout_ms=100,
         )
-        self.seen: dict[str, tuple[float, int]] = {}
-        self.alerts = 0
         self.stop = threading.Event()
+
+    def handle(self, record: Any, now: float) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
         while not self.stop.is_set():
             for record in self.consumer:
-                now = time.time()
-                alert = orjson.loads(record.value)
-                self.alerts += 1
-                if alert["account_id"].startswith("hot-"):
-                    self.seen.setdefault(alert["account_id"], (now, int(alert["events"])))
+                self.handle(record, time.time())
                 if self.stop.is_set():
                     break
         self.consumer.close()
+
+
+class AlertReader(TopicReader):
+    """Reads the alerts topic and notes when each hot account's first alert arrived."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.seen: dict[str, tuple[float, int]] = {}
+        self.alerts = 0
+
+    def handle(self, record: Any, now: float) -> None:
+        alert = orjson.loads(record.value)
+        self.alerts += 1
+        if alert["account_id"].startswith("hot-"):
+            self.seen.setdefault(alert["account_id"], (now, int(alert["events"])))
+
+
+class ChainReader(TopicReader):
+    """Reads the raw chain's last topic: each message's latency from the send time it carries;
+    warm-up messages only say which partitions the chain already relays."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.latencies_ms: list[float] = []
+        self.warm: set[int] = set()
+
+    def handle(self, record: Any, now: float) -> None:
+        message = orjson.loads(record.value)
+        if message.get("warm"):
+            self.warm.add(record.partition)
+        else:
+            self.latencies_ms.append((now - message["t"]) * 1000)
+
+
+async def relay(
+    bootstrap: str, source: str, sink: str, worker: dict[str, int], stop: Any, until: float
+) -> None:
+    """Copy every record of ``source`` to the same partition of ``sink``, doing nothing else,
+    with the worker's fetch wait and linger, until ``stop`` is set or ``until`` passes."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    # No group: a join costs seconds on the embedded broker, and one reader needs none.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=worker["fetch_max_wait_ms"],
+    )
+    # As the worker's Faust producer: its acks (all), linger and batch size.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=worker["producer_linger_ms"],
+        max_batch_size=worker["producer_max_batch_bytes"],
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.assign([TopicPartition(source, p) for p in range(PARTITIONS)])
+        while not stop.is_set() and time.monotonic() < until:
+            batch = await consumer.getmany(timeout_ms=100)
+            for tp, messages in batch.items():
+                for m in messages:
+                    # send() waits to enqueue, not for the broker's ack (as Faust's sends),
+                    # so the linger batches what a fetch brought.
+                    await producer.send(sink, m.value, key=m.key, partition=tp.partition)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def run_relays(
+    bootstrap: str, topics: list[str], worker: dict[str, int], stop: Any, seconds: float
+) -> None:
+    """The child process of the raw chain: topics[0] -> topics[1] -> topics[2], two relays on
+    one event loop (as the worker's two agents), for at most ``seconds``."""
+
+    async def both() -> None:
+        until = time.monotonic() + seconds
+        await asyncio.gather(
+            relay(bootstrap, topics[0], topics[1], worker, stop, until),
+            relay(bootstrap, topics[1], topics[2], worker, stop, until),
+        )
+
+    asyncio.run(both())
+
+
+def create_topics(bootstrap: str, names: list[str], replication: int) -> None:
+    """Create ``names`` with PARTITIONS partitions each (the broker would give its default)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=replication) for n in names]
+        )
+    finally:
+        admin.close()
+
+
+def raw_chain(bootstrap: str, settings: Settings) -> dict[str, float]:
+    """The raw ceiling: end-to-end latency of raw -> relay -> events -> relay -> alerts with
+    no work on the way, at RATE messages/s for CEILING_SECONDS (see the module's docstring)."""
+    tag = uuid.uuid4().hex[:6]
+    topics = [f"bench.{tag}.chain-{name}" for name in ("raw", "events", "alerts")]
+    create_topics(bootstrap, topics, settings.replication)
+    worker = {
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "producer_linger_ms": settings.producer_linger_ms,
+        "producer_max_batch_bytes": settings.producer_max_batch_bytes,
+    }
+    # A process of its own, as the worker is: in this one the relays would share the GIL
+    # with the producer and the reader, and waiting for it would count as latency.
+    # Spawned, not forked: this process already runs kafka-python's threads.
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    child = context.Process(
+        target=run_relays,
+        args=(bootstrap, topics, worker, stop, CEILING_SECONDS + 120),
+        daemon=True,
+    )
+    child.start()
+    reader = ChainReader(bootstrap, topics[-1])
+    reader.start()
+    producer = tracker_producer(bootstrap)
+    try:
+        # Warm-up: a message per partition every 100 ms until each partition came through
+        # both relays (they have started and fetch from all of it).
+        deadline = time.monotonic() + 60
+        while len(reader.warm) < PARTITIONS:
+            if not child.is_alive() or time.monotonic() > deadline:
+                raise SystemExit("the raw chain's relays did not start")
+            for p in range(PARTITIONS):
+                producer.send(topics[0], value=orjson.dumps({"warm": True}), partition=p)
+            producer.flush()
+            time.sleep(TICK)
+        print(
+            f"latency: raw ceiling, 2 plain relays, {RATE:,.0f} messages/s for "
+            f"{CEILING_SECONDS:.0f}s...",
+            flush=True,
+        )
+        # The same schedule as the pipeline's: a burst every TICK; each message stamped as
+        # it is handed to the producer.
+        per_tick = max(1, round(RATE * TICK))
+        sent = tick = 0
+        start = time.monotonic()
+        while time.monotonic() - start < CEILING_SECONDS:
+            for _ in range(per_tick):
+                value = orjson.dumps({"t": time.time(), "n": sent})
+                producer.send(topics[0], value=value, partition=sent % PARTITIONS)
+                sent += 1
+            tick += 1
+            pause = start + tick * TICK - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        elapsed = time.monotonic() - start
+        producer.flush()
+        deadline = time.monotonic() + 10
+        while len(reader.latencies_ms) < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not child.is_alive():
+            raise SystemExit("the raw chain's relays stopped early; see the traceback above")
+    finally:
+        reader.stop.set()
+        reader.join(timeout=5)
+        producer.close()
+        stop.set()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.terminate()
+            child.join(timeout=5)
+    latencies = sorted(reader.latencies_ms)
+    if not latencies:
+        raise SystemExit("no message came through the raw chain")
+    return {
+        "raw_ceiling_seconds": elapsed,
+        "raw_ceiling_rate_eps": sent / elapsed,
+        "raw_ceiling_messages_sent": sent,
+        "raw_ceiling_messages_read": len(latencies),
+        "raw_ceiling_fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "raw_ceiling_producer_linger_ms": settings.producer_linger_ms,
+        "raw_ceiling_p50_ms": statistics.median(latencies),
+        "raw_ceiling_p99_ms": p99(latencies),
+        "raw_ceiling_max_ms": latencies[-1],
+    }
 
 
 def main() -> None:
@@ -97,7 +311,7 @@ def main() -> None:
         ensure_topics(settings)
         proc = spawn_worker(settings)
         url = metrics_url(settings)
-        producer = KafkaProducer(bootstrap_servers=ep.kafka_bootstrap, linger_ms=0, acks=1)
+        producer = tracker_producer(ep.kafka_bootstrap)
         reader = AlertReader(ep.kafka_bootstrap, settings.alerts_topic)
         reader.start()
         sent_at: dict[tuple[str, int], float] = {}  # (account, event number) -> send time
@@ -163,16 +377,23 @@ def main() -> None:
             processed = counter(url, EVENTS_METRIC)
             worker_eps = (processed - processed0) / elapsed
             producer.flush()
-            # Let the last journeys' alerts arrive.
+            # Let the last journeys' alerts arrive: until every hot journey has alerted, or
+            # none has for QUIET_S (a few journeys end below the threshold; the rest alert
+            # within a second of their last event), or 30 s in all.
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(reader.seen) < hot_n * 0.95:
+            seen, quiet_until = len(reader.seen), time.monotonic() + QUIET_S
+            while len(reader.seen) < hot_n and time.monotonic() < min(deadline, quiet_until):
                 time.sleep(0.2)
-            time.sleep(1.0)
+                if len(reader.seen) != seen:
+                    seen, quiet_until = len(reader.seen), time.monotonic() + QUIET_S
         finally:
             reader.stop.set()
             reader.join(timeout=5)
             producer.close()
             stop_child(proc, timeout=30)
+        # After the worker has stopped, so that neither measurement shares the cores with
+        # the other's processes.
+        ceiling = raw_chain(ep.kafka_bootstrap, settings)
     latencies = []
     missing = 0
     for account, (arrived, number) in reader.seen.items():
@@ -185,7 +406,7 @@ def main() -> None:
     if not latencies:
         raise SystemExit("no hot journey raised an alert; see the worker's log")
     p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    p99_ms = p99(latencies)
     result = {
         "rate_target_eps": RATE,
         "rate_achieved_eps": sent / elapsed,
@@ -197,8 +418,10 @@ def main() -> None:
         "alerts_total": reader.alerts,
         "p50_ms": p50,
         "p90_ms": latencies[int(0.9 * (len(latencies) - 1))],
-        "p99_ms": p99,
+        "p99_ms": p99_ms,
         "max_ms": latencies[-1],
+        **ceiling,
+        "p99_ratio_to_raw_ceiling": p99_ms / ceiling["raw_ceiling_p99_ms"],
     }
     print(f"\nevent -> alert latency at {result['rate_achieved_eps']:,.0f} events/s (raw topic, "
           "ingest + score, one worker)")  # fmt: skip
@@ -208,12 +431,24 @@ def main() -> None:
         print(f"{name:<34} {result[key]:>7,.0f} ms")
     print(f"{'hot journeys / alerts measured':<34} {hot_n:>5} / {len(latencies)}")
     print(f"{'worker processed during the run':<34} {worker_eps:>7,.0f} events/s")
-    write_result("latency", result)
-    status = "ok" if p99 <= TARGET_P99_MS else "MISS"
+    for name, key in (("raw ceiling: 2 plain relays, p50", "raw_ceiling_p50_ms"),
+                      ("raw ceiling: 2 plain relays, p99", "raw_ceiling_p99_ms"),
+                      ("raw ceiling: 2 plain relays, max", "raw_ceiling_max_ms")):  # fmt: skip
+        print(f"{name:<34} {result[key]:>7,.0f} ms")
     print(
-        f"SUMMARY latency: p50 {p50:,.0f} ms, p99 {p99:,.0f} ms at "
+        f"{'raw ceiling: messages sent / read':<34} {ceiling['raw_ceiling_messages_sent']:,.0f}"
+        f" / {ceiling['raw_ceiling_messages_read']:,.0f} at "
+        f"{ceiling['raw_ceiling_rate_eps']:,.0f}/s for {ceiling['raw_ceiling_seconds']:.0f}s"
+    )
+    ratio = result["p99_ratio_to_raw_ceiling"]
+    print(f"{'p99 / raw ceiling p99':<34} {ratio:>8.2f}x")
+    write_result("latency", result)
+    status = "ok" if p99_ms <= TARGET_P99_MS else "MISS"
+    print(
+        f"SUMMARY latency: p50 {p50:,.0f} ms, p99 {p99_ms:,.0f} ms at "
         f"{result['rate_achieved_eps']:,.0f} events/s in, worker kept {worker_eps:,.0f}/s "
-        f"({len(latencies)} alerts) [{status}]"
+        f"({len(latencies)} alerts), p99 {ratio:.2f}x raw 2-relay chain "
+        f"({ceiling['raw_ceiling_p99_ms']:,.0f} ms) [{status}]"
     )
 
 

@@ -14,6 +14,13 @@ many accounts' events. When every event is applied it reports:
   the load freed), overall and marginal: the accounts
   are fed in two halves and the growth over the second half, per account, leaves out the
   fixed costs that come with the first load (fetch buffers, caches, allocator arenas);
+- the floor: the same accounts' state held in the simplest Python form, a dict of account id
+  (str) -> state bytes, built from the changelog values read back above (exact-size copies, as
+  the table keeps them) and measured with tracemalloc, per account; and the worker's RSS
+  growth per account (overall and marginal) as a ratio to it. tracemalloc counts exactly the
+  blocks the dict, its keys and values ask for, the same for the same data whatever else the
+  host runs; it leaves out the allocator's own overhead per block (a fresh process's RssAnon
+  read ~4% more for a dict of the same sizes), so the floor is a lower bound;
 - the feed's throughput, for reference.
 
 BENCH_MEMORY_TRIM sets the worker's ``memory_trim_interval`` (0: no trim) for A/B runs.
@@ -28,6 +35,7 @@ import os
 import random
 import statistics
 import time
+import tracemalloc
 
 import orjson
 from harness import (
@@ -111,15 +119,15 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def changelog_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:
-    """The size of each key's latest value on the changelog (key + value bytes)."""
+async def changelog_values(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """Each key's latest value on the changelog (both as their bytes on the topic)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
-    latest: dict[bytes, int] = {}
+    latest: dict[bytes, bytes] = {}
     try:
         idle = 0
         while idle < 3:
@@ -128,10 +136,28 @@ async def changelog_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:
             for msgs in batch.values():
                 for m in msgs:
                     if m.key is not None and m.value is not None:
-                        latest[m.key] = len(m.key) + len(m.value)
+                        latest[m.key] = m.value
     finally:
         await consumer.stop()
     return latest
+
+
+def floor_bytes(latest: dict[bytes, bytes]) -> int:
+    """Bytes that ``{account id: state bytes}`` of ``latest``'s accounts takes (tracemalloc).
+
+    The keys are decoded to the account ids they encode (JSON strings on the changelog) and
+    the values copied into objects of their own size, as the worker's table holds them
+    (``json_bytes``): what is measured is allocated here, not shared with ``latest``.
+    """
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        floor = {orjson.loads(k): b"".join((v, b"")) for k, v in latest.items()}
+        size = tracemalloc.get_traced_memory()[0] - before
+        del floor  # named until measured: a dict no name holds would be freed before
+    finally:
+        tracemalloc.stop()
+    return size
 
 
 def wait_processed(url: str, proc, target: float, timeout: float) -> float:
@@ -210,10 +236,11 @@ def main() -> None:
         finally:
             producer.close()
             stop_child(proc, timeout=30)
-        sizes = asyncio.run(
-            changelog_sizes(ep.kafka_bootstrap, changelog_topic(settings, ACCOUNT_STATE_TABLE))
+        latest = asyncio.run(
+            changelog_values(ep.kafka_bootstrap, changelog_topic(settings, ACCOUNT_STATE_TABLE))
         )
-    values = sorted(sizes.values())
+    values = sorted(len(k) + len(v) for k, v in latest.items())
+    floor = floor_bytes(latest) / len(latest)
     growth = (rss - base_rss) / ACCOUNTS
     marginal = (rss - rss_half) / (ACCOUNTS - half_accounts)
     result = {
@@ -230,6 +257,9 @@ def main() -> None:
         "rss_after_half_bytes": rss_half,
         "rss_growth_bytes_per_account": growth,
         "rss_marginal_bytes_per_account": marginal,
+        "floor_bytes_per_account": floor,
+        "rss_growth_to_floor": growth / floor,
+        "rss_marginal_to_floor": marginal / floor,
         "feed_events_per_s": total / feed_seconds,
     }
     r = result
@@ -241,6 +271,9 @@ def main() -> None:
          f"{rss / 2**20:.0f} MiB"),
         ("worker RSS growth per account, overall", f"{growth:,.0f} B"),
         ("  marginal (second half of the accounts)", f"{marginal:,.0f} B"),
+        ("floor: {account id: state bytes}, tracemalloc", f"{floor:,.0f} B"),
+        ("worker RSS growth / floor: overall / marginal", f"{growth / floor:.2f}x / "
+         f"{marginal / floor:.2f}x"),
         ("feed throughput (batched, scoring worker)", f"{r['feed_events_per_s']:,.0f} events/s"),
     ]  # fmt: skip
     print(f"\nmemory per account, {ACCOUNTS:,} accounts ({total:,} events; target <= 2 KB)")
@@ -252,7 +285,9 @@ def main() -> None:
     print(
         f"SUMMARY memory: {result['state_bytes_mean']:,.0f} B serialized state and "
         f"{marginal:,.0f} B RSS per account (marginal; {growth:,.0f} B overall) at "
-        f"{ACCOUNTS:,} accounts [{status}]"
+        f"{ACCOUNTS:,} accounts; RSS {marginal / floor:.2f}x (marginal) and "
+        f"{growth / floor:.2f}x (overall) the floor of {floor:,.0f} B, a dict of id -> state "
+        f"bytes [{status}]"
     )
 
 
