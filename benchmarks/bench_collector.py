@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from harness import counter, write_result
+from harness import bench_settings, counter, write_result
 
 from intent_stream.client import RawRecord, route_records, utc_iso
 from intent_stream.collector import kafka_producer, merge_batch
@@ -115,21 +115,12 @@ def collector_records(bodies: list[bytes]) -> list[list[RawRecord]]:
     return out
 
 
-def run_settings(ep: EmbeddedEndpoints, tag: str) -> Settings:
+def run_settings(ep: EmbeddedEndpoints) -> Settings:
     """Settings with topics and a collector port of their own, for one run."""
-    return Settings(
-        kafka=ep.kafka_bootstrap,
-        app_id=f"bench-{tag}",
-        raw_topic=f"bench.{tag}.raw",
-        events_topic=f"bench.{tag}.events",
-        alerts_topic=f"bench.{tag}.alerts",
-        dlq_topic=f"bench.{tag}.dlq",
-        identity_topic=f"bench.{tag}.identity",
-        partitions=PARTITIONS,
-        write_keys=WRITE_KEY,
+    return bench_settings(
+        ep, "bench-collector", partitions=PARTITIONS, write_keys=WRITE_KEY,
         collector_port=free_port(),
-        log_level="warning",
-    )
+    )  # fmt: skip
 
 
 async def load(url: str, bodies: list[bytes], *, gzipped: bool) -> tuple[float, list[float], int]:
@@ -241,14 +232,13 @@ def run_collector(ep: EmbeddedEndpoints, bodies: list[bytes], *, gzipped: bool) 
     """One run of the collector process: post every body, return its figures."""
     layout = "gzip" if gzipped else "json"
     total = len(bodies) * BATCH
-    tag = uuid.uuid4().hex[:6]
-    settings = run_settings(ep, tag)
+    settings = run_settings(ep)
     ensure_topics(settings)
     env = {
         **os.environ,
         **{env_name(f.name): str(getattr(settings, f.name)) for f in setting_fields()},
     }
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-collector-{tag}.log"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{settings.app_id}.log"
     proc = spawn_child([sys.executable, "-m", "intent_stream", "collector"], env=env, log_path=log)
     base = f"http://127.0.0.1:{settings.collector_port}"
     try:
@@ -278,7 +268,7 @@ def run_raw(ep: EmbeddedEndpoints, requests: list[list[RawRecord]]) -> dict[str,
     """The raw ceiling: the collector's records through a plain producer, return its figures."""
     records = [r for request in requests for r in request]
     total = sum(r.events for r in records)
-    settings = run_settings(ep, uuid.uuid4().hex[:6])
+    settings = run_settings(ep)
     ensure_topics(settings)
     print(f"raw: producing {total:,} events in {len(records):,} records...", flush=True)
     elapsed, latencies, cpu = asyncio.run(raw_load(settings, requests))

@@ -42,7 +42,6 @@ def bench_settings(ep: EmbeddedEndpoints, name: str, **overrides: Any) -> Settin
     tag = uuid.uuid4().hex[:6]
     values: dict[str, Any] = {
         "kafka": ep.kafka_bootstrap,
-        "redis": ep.redis_url,
         "app_id": f"{name}-{tag}",
         "raw_topic": f"bench.{tag}.raw",
         "identity_topic": f"bench.{tag}.identity",
@@ -54,6 +53,8 @@ def bench_settings(ep: EmbeddedEndpoints, name: str, **overrides: Any) -> Settin
         "redis_prefix": f"bench:{tag}:",
         "log_level": "warning",
     }
+    if ep.redis_url:  # a stack started without Redis (the collector's) leaves the default
+        values["redis"] = ep.redis_url
     if os.environ.get("BENCH_EVENT_LOOP"):  # A/B runs: auto, uvloop or asyncio
         values["event_loop"] = os.environ["BENCH_EVENT_LOOP"]
     values.update(overrides)
