@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -169,8 +170,12 @@ def faust_count_rate(bootstrap: str, topic: str, n_records: int, workdir: Path) 
         "COUNT_APP_ID": f"bench-count-{tag}",
     }
     script = Path(__file__).with_name("faust_count.py")
+    # In the work directory: Faust writes its data directory (<app id>-data) where it runs.
     proc = spawn_child(
-        [sys.executable, str(script), "worker"], env=env, log_path=workdir / f"{tag}.log"
+        [sys.executable, str(script), "worker"],
+        env=env,
+        log_path=workdir / f"{tag}.log",
+        cwd=workdir,
     )
     try:
         deadline = time.monotonic() + 600
@@ -182,6 +187,7 @@ def faust_count_rate(bootstrap: str, topic: str, n_records: int, workdir: Path) 
         result = json.loads(out.read_text())
     finally:
         stop_child(proc)
+        shutil.rmtree(workdir / f"{env['COUNT_APP_ID']}-data", ignore_errors=True)
     return float(result["records"]) / float(result["seconds"])
 
 

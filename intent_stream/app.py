@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -492,6 +494,17 @@ def _transport(
     return Transport
 
 
+def temporary_data_dir() -> str:
+    """A new temporary directory for Faust's local data, removed when the process exits.
+
+    With the memory store it holds only Faust's bookkeeping; left behind, every worker start
+    would add one to the system's temporary directory.
+    """
+    path = tempfile.mkdtemp(prefix="intent-stream-data-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Engine:
     """The Faust app for ``settings``, with every topic, table and agent declared."""
     if settings.kafka_embedded:
@@ -499,7 +512,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     # First, before anything is built: a bad stage config stops the worker with its line and
     # problem (StageConfigError) instead of half-starting it.
     stage_model = load_stage_model(settings.stage_config)
-    datadir = settings.data_dir or tempfile.mkdtemp(prefix="intent-stream-data-")
+    datadir = settings.data_dir or temporary_data_dir()
     metrics = Metrics(
         registry if registry is not None else CollectorRegistry(),
         campaigns=CampaignLabels.from_setting(

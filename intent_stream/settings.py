@@ -161,7 +161,8 @@ class Settings:
     )
     data_dir: str = _opt(
         "",
-        "Directory for Faust's local data; empty means a temporary directory.",
+        "Directory for Faust's local data; empty means a temporary directory, removed when "
+        "the process exits.",
         group="worker",
     )
     session_timeout: float = _opt(
