@@ -37,8 +37,14 @@ def _messages(endpoints, topic, count, timeout=20):
 
 def test_every_call_arrives_batched_per_partition(raw_settings, endpoints):
     s = raw_settings
+    # A linger longer than the run: only close() flushes, whatever the host's speed (at the
+    # default 0.1 s a slow host flushed a partition mid-run and wrote it two records).
     with IntentClient(
-        bootstrap_servers=s.kafka, topic=s.raw_topic, partitions=s.partitions, batch_size=500
+        bootstrap_servers=s.kafka,
+        topic=s.raw_topic,
+        partitions=s.partitions,
+        batch_size=500,
+        linger=60.0,
     ) as client:
         ids = [
             client.identify(
