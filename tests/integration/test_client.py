@@ -86,7 +86,7 @@ def test_batch_size_and_linger_send_without_an_explicit_flush(raw_settings, endp
         topic=s.raw_topic,
         partitions=s.partitions,
         batch_size=5,
-        linger=0.05,
+        linger=0.5,  # long enough that the first five calls fill a batch on a slow host
     )
     try:
         for i in range(7):  # one full batch of 5, then 2 that only the linger timer sends
