@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from harness import bench_settings, counter, write_result
+from harness import bench_settings, counter, cpu_seconds, write_result
 
 from intent_stream.client import RawRecord, route_records, utc_iso
 from intent_stream.collector import kafka_producer, merge_batch
@@ -186,15 +186,6 @@ async def raw_load(
     finally:
         await producer.stop()
     return elapsed, latencies, cpu
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` (Linux /proc); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_healthy(url: str, proc, log: Path) -> None:

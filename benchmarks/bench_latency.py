@@ -37,7 +37,6 @@ from typing import Any
 import orjson
 from harness import EVENTS_METRIC, bench_settings, counter, metrics_url, spawn_worker, write_result
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from intent_stream.client import route_records, utc_iso
 from intent_stream.embedded import EmbeddedStack, stop_child
@@ -206,23 +205,17 @@ def run_relays(
     asyncio.run(both())
 
 
-def create_topics(bootstrap: str, names: list[str], replication: int) -> None:
-    """Create ``names`` with PARTITIONS partitions each (the broker would give its default)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics(
-            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=replication) for n in names]
-        )
-    finally:
-        admin.close()
-
-
 def raw_chain(bootstrap: str, settings: Settings) -> dict[str, float]:
     """The raw ceiling: end-to-end latency of raw -> relay -> events -> relay -> alerts with
     no work on the way, at RATE messages/s for CEILING_SECONDS (see the module's docstring)."""
     tag = uuid.uuid4().hex[:6]
-    topics = [f"bench.{tag}.chain-{name}" for name in ("raw", "events", "alerts")]
-    create_topics(bootstrap, topics, settings.replication)
+    chain = settings.replace(
+        raw_topic=f"bench.{tag}.chain-raw",
+        events_topic=f"bench.{tag}.chain-events",
+        alerts_topic=f"bench.{tag}.chain-alerts",
+    )
+    ensure_topics(chain)  # the pipeline's other topics exist already
+    topics = [chain.raw_topic, chain.events_topic, chain.alerts_topic]
     worker = {
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "producer_linger_ms": settings.producer_linger_ms,

@@ -28,7 +28,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import POLL_S, bench_settings, counter, metrics_url, spawn_worker, write_result
+from harness import (
+    POLL_S,
+    bench_settings,
+    counter,
+    cpu_seconds,
+    metrics_url,
+    spawn_worker,
+    write_result,
+)
 from kafka import KafkaProducer
 
 from intent_stream.client import route_records
@@ -75,16 +83,6 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     """Share of the machine's CPU capacity in use between two machine_cpu() readings."""
     spent = after[1] - before[1]
     return (after[0] - before[0]) / spent if spent > 0 else float("nan")
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used, its threads included (Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    # After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -134,14 +132,14 @@ def run(ep, n_workers: int, recs, warm, n_events: int) -> Run:
         while (n := sum(total(urls))) <= base:
             time.sleep(0.02)
         t0, n0, cpu0 = time.perf_counter(), n, machine_cpu()
-        own0 = sum(process_cpu(p.pid) for p in procs)
+        own0 = sum(cpu_seconds(p.pid) or 0.0 for p in procs)
         records0 = sum(counter(url, RECORDS) for url in urls)
         deadline = time.monotonic() + 900
         while (n := sum(total(urls))) < base + n_events:
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 raise SystemExit("a worker stopped or stalled; see the logs")
             time.sleep(POLL_S)
-        own = sum(process_cpu(p.pid) for p in procs) - own0
+        own = sum(cpu_seconds(p.pid) or 0.0 for p in procs) - own0
         seconds, busy = time.perf_counter() - t0, busy_share(cpu0, machine_cpu())
         records = sum(counter(url, RECORDS) for url in urls) - records0
         per_record = (n - n0) / records if records else float("nan")

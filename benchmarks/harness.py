@@ -74,6 +74,17 @@ def spawn_worker(settings: Settings, log_name: str | None = None) -> Any:
     )
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used, its threads included (Linux
+    /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metrics_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.web_port}/metrics"
 
