@@ -58,6 +58,7 @@ def engine(settings: Settings) -> AccountProcessor:
         ),
         fit=FitModel(),
         stages=StageMachine(model=load_stage_model(settings.stage_config)),
+        decisions=settings.score_decisions,
     )
 
 

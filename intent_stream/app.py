@@ -575,6 +575,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         ),
         fit=initial_fit_model(settings) if "score" in roles else FitModel(),
         stages=StageMachine(model=stage_model),
+        decisions=settings.score_decisions,
     )
     pending = (
         json_table(app, PENDING_TABLE, partitions=settings.partitions)

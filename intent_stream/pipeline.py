@@ -55,6 +55,7 @@ from intent_stream.scoring.stages import (
     StageState,
     StageTransition,
 )
+from intent_stream.settings import DECISIONS
 from intent_stream.tables import put
 from intent_stream.topics import partition_for
 
@@ -187,6 +188,9 @@ class _Live:
     #: The last record's features and score, for the read model.
     x: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    #: Its events of the batch not yet applied (decisions per batch: all of them, applied
+    #: together when the batch is written).
+    pending: list[Event] = field(default_factory=list)
 
 
 def _counter() -> Counter[Any]:
@@ -256,8 +260,14 @@ class AccountProcessor:
         fit: FitModel | None = None,
         health: ProgressiveValidation | None = None,
         stages: StageMachine | None = None,
+        decisions: str = "batch",
     ) -> None:
+        if decisions not in DECISIONS:
+            raise ValueError(f"decisions must be one of {DECISIONS} (got {decisions!r})")
         self.model = model
+        #: "batch": an account is scored and decided on once per batch; "record": after
+        #: each record (see process_batch).
+        self.decisions = decisions
         self.policy = policy
         self.clock = clock
         self.top_reasons = top_reasons
@@ -292,15 +302,25 @@ class AccountProcessor:
     ) -> RecordResult:
         """Apply records of the account topic, each ``(value, partition, offset)``, at once.
 
-        The records are applied in order, each account after each of its records exactly
-        as :meth:`process` would (learning, score, stage step, alert decision), so the
-        outputs (state, alerts, transitions, labels and the shared models' learning) are
-        those of the records applied one by one, whatever the batching. What a batch saves
-        is per account: its state is read and decoded once, written once (one changelog
+        Each account a batch touches is read and decoded once, written once (one changelog
         message, in the partition of its records) and gives one read-model view. Records
         an account's replay guard has seen are skipped, whether applied before the batch
         or earlier in it. A forget record first writes what the records before it did.
         Dead letters carry the index of their record in ``records``.
+
+        When an account is scored and decided on (score, stage step, alert decision)
+        follows ``decisions``:
+
+        - ``"batch"``: once, after all its events in the batch (up to a forget record),
+          applied in order. An account with events in many records of a batch costs one
+          update instead of one per record; what a batch decides depends on how the
+          records were batched, which a replay may do differently.
+        - ``"record"``: after each record, exactly as :meth:`process` would, so the
+          outputs (state, alerts, transitions, labels and the shared models' learning) are
+          those of the records applied one by one, whatever the batching.
+
+        Decoded events are the same either way, and so is the state an account's events
+        leave but for the scores and decisions kept in it.
         """
         result = RecordResult()
         live: dict[str, _Live] = {}
@@ -369,7 +389,11 @@ class AccountProcessor:
                 events.append(event)
                 if at > seen.get(source, -1):
                     seen[source] = at
-            if events:
+            if not events:
+                continue
+            if self.decisions == "batch":
+                account.pending += events
+            else:
                 self._apply(account, events, result)
 
     def _open(
@@ -401,7 +425,8 @@ class AccountProcessor:
         )
 
     def _apply(self, account: _Live, events: list[Event], result: RecordResult) -> None:
-        """Apply one record's events of ``account``, then score it and decide."""
+        """Apply ``events`` of ``account`` (one record's, or with decisions per batch the
+        batch's), then score it and decide."""
         scoring, account_id = account.scoring, account.account_id
         signals = scoring.signals
         if account.applied:
@@ -452,7 +477,12 @@ class AccountProcessor:
     def _write(
         self, table: MutableMapping[str, Any], live: Mapping[str, _Live], result: RecordResult
     ) -> None:
-        """Write each account of a batch once, and queue its read-model view."""
+        """Decide on the accounts with pending events (decisions per batch), then write
+        each account of a batch once, and queue its read-model view."""
+        for account in live.values():
+            if account.pending:
+                self._apply(account, account.pending, result)
+                account.pending = []
         for account_id, account in live.items():
             if not account.applied:  # every record of it was a replay
                 if account.state is not None:

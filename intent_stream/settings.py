@@ -23,10 +23,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["EMBEDDED", "ENV_PREFIX", "Settings", "SettingsError", "setting_fields"]
+__all__ = [
+    "DECISIONS",
+    "EMBEDDED",
+    "ENV_PREFIX",
+    "Settings",
+    "SettingsError",
+    "setting_fields",
+]
 
 ENV_PREFIX = "INTENT_STREAM_"
 EMBEDDED = "embedded"
+#: When the scoring agent decides (``score_decisions``): per batch of records, or per record.
+DECISIONS = ("batch", "record")
 
 
 class SettingsError(ValueError):
@@ -202,9 +211,18 @@ class Settings:
     )
     score_batch_records: int = _opt(
         100,
-        "Most account-topic records the scoring agent applies together. Decisions are "
-        "still made after each record, as if applied one by one; each account a batch "
-        "touches is read once and written once (one changelog message, one Redis view).",
+        "Most account-topic records the scoring agent applies together: each account a "
+        "batch touches is read once and written once (one changelog message, one Redis "
+        "view), and decided on as score_decisions says.",
+        group="worker",
+    )
+    score_decisions: str = _opt(
+        "batch",
+        "When the scoring agent scores an account and decides on its stage and alerts: "
+        "'batch', once per account per batch of records, after all its events in the "
+        "batch (fastest); 'record', after each record, as if the records were applied one "
+        "by one (a replay of the account topic, however batched, then publishes exactly "
+        "the same alerts and transitions).",
         group="worker",
     )
     score_batch_bytes: int = _opt(
@@ -563,6 +581,8 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('fit_model_path')} must not be empty"
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         yield f"{env_name('log_level')} must be debug, info, warning or error"
+    if s.score_decisions not in DECISIONS:
+        yield f"{env_name('score_decisions')} must be batch or record (got {s.score_decisions!r})"
     if s.event_loop not in {"auto", "uvloop", "asyncio"}:
         yield f"{env_name('event_loop')} must be auto, uvloop or asyncio (got {s.event_loop!r})"
     if s.redis != EMBEDDED and not s.redis.startswith(("redis://", "rediss://", "unix://")):

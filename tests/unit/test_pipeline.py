@@ -7,11 +7,12 @@ from intent_stream.scoring import HotLeadPolicy, IntentModel
 from tests.unit.segment import segment_event
 
 
-def _processor():
+def _processor(decisions="batch"):
     return AccountProcessor(
         model=IntentModel(),
         policy=HotLeadPolicy(enter=70, exit=50, cooldown_s=86400),
         clock=lambda: 0.0,
+        decisions=decisions,
     )
 
 
@@ -240,25 +241,40 @@ def test_each_account_is_written_in_the_partition_its_records_came_from():
     assert table["acme"]["events"] == table["globex"]["events"] == 1
 
 
-def test_any_batching_gives_the_outputs_of_the_records_applied_one_by_one():
+def test_decisions_per_batch_apply_an_accounts_events_of_the_batch_at_once():
+    events = _hot("acme")
+    records = [_record([e], offset=i) for i, e in enumerate(events)]
+    per_batch, table = _processor("batch"), {}
+    result = per_batch.process_batch(table, records)
+    # The same as all the account's events in one record: one score, one decision.
+    alone, expected_table = _processor("batch"), {}
+    expected = alone.process(expected_table, value=orjson.dumps(events), partition=0, offset=7)
+    assert [a.value for a in result.alerts] == [a.value for a in expected.alerts]
+    assert len(result.alerts) == 1
+    assert table == expected_table
+    assert result.snapshots["acme"].score == expected.snapshots["acme"].score
+    # Decided after each record, the same records score and decide eight times.
+    per_record, table_r = _processor("record"), {}
+    assert len(per_record.process_batch(table_r, records).alerts) == 1
+    assert table_r["acme"]["events"] == table["acme"]["events"] == 8
+    assert table_r["acme"]["off"] == table["acme"]["off"] == {"e0": 7}
+
+
+def test_decisions_must_be_per_batch_or_per_record():
+    import pytest
+
+    with pytest.raises(ValueError, match="decisions"):
+        _processor("event")
+
+
+def _simulated_records():
+    """Simulated journeys as trackers flush them (1 to 60 events), one record per partition
+    of 2, with an undecodable record and a replayed one here and there."""
     import random
 
-    from intent_stream.alerts.config import alert_policy
-    from intent_stream.scoring.stages import StageMachine, default_stage_model
-    from intent_stream.settings import Settings
     from intent_stream.simulate import SimulationConfig, simulate
     from intent_stream.topics import partition_for
 
-    def processor():
-        return AccountProcessor(
-            model=IntentModel(),
-            policy=alert_policy(Settings()),
-            clock=lambda: 0.0,
-            stages=StageMachine(model=default_stage_model()),
-        )
-
-    # Simulated journeys as trackers flush them (1 to 60 events), one record per partition,
-    # with an undecodable record and a replayed one here and there.
     rng = random.Random(3)
     events = list(simulate(SimulationConfig(accounts=60, days=45, seed=9)))
     records, offsets, i, flushes = [], [0, 0], 0, 0
@@ -276,30 +292,64 @@ def test_any_batching_gives_the_outputs_of_the_records_applied_one_by_one():
             records.append((b"{oops", 0, offsets[0]))
             offsets[0] += 1
             records.append(rng.choice(records))
+    return records
 
-    def outputs(batch_sizes):
-        proc, table, results, j = processor(), {}, [], 0
-        while j < len(records):
-            size = next(batch_sizes)
-            results.append(proc.process_batch(table, records[j : j + size]))
-            j += size
-        return (
-            orjson.dumps(table, option=orjson.OPT_SORT_KEYS),
-            [a.value for r in results for a in r.alerts],
-            [t.to_payload() for r in results for t in r.transitions],
-            [(d.reason, d.value) for r in results for d in r.dead_letters],
-            sum(r.skipped for r in results),
-            (proc.model.n_labels, proc.fit.n_labels, proc.health.n),
-        )
 
-    one_by_one = outputs(iter(lambda: 1, None))
+def _outputs(records, batch_sizes, decisions):
+    """What an engine deciding per ``decisions`` produced from ``records`` in batches."""
+    from intent_stream.alerts.config import alert_policy
+    from intent_stream.scoring.stages import StageMachine, default_stage_model
+    from intent_stream.settings import Settings
+
+    proc = AccountProcessor(
+        model=IntentModel(),
+        policy=alert_policy(Settings()),
+        clock=lambda: 0.0,
+        stages=StageMachine(model=default_stage_model()),
+        decisions=decisions,
+    )
+    table: dict = {}
+    results, j = [], 0
+    while j < len(records):
+        size = next(batch_sizes)
+        results.append(proc.process_batch(table, records[j : j + size]))
+        j += size
+    return (
+        orjson.dumps(table, option=orjson.OPT_SORT_KEYS),
+        [a.value for r in results for a in r.alerts],
+        [t.to_payload() for r in results for t in r.transitions],
+        [(d.reason, d.value) for r in results for d in r.dead_letters],
+        sum(r.skipped for r in results),
+        (proc.model.n_labels, proc.fit.n_labels, proc.health.n),
+        table,
+    )
+
+
+def test_decisions_per_batch_apply_every_event_once_however_batched():
+    records = _simulated_records()
+    one_by_one = _outputs(records, iter(lambda: 1, None), "record")
+    # Batches of one record decide per record.
+    assert _outputs(records, iter(lambda: 1, None), "batch") == one_by_one
+    for size in (7, 50):
+        batched = _outputs(records, iter(lambda size=size: size, None), "batch")
+        assert batched[1], f"batches of {size}: no alerts"
+        assert batched[2], f"batches of {size}: no transitions"
+        assert batched[3:5] == one_by_one[3:5], "dead letters and replays skipped"
+        for account, state in one_by_one[6].items():
+            got = batched[6][account]
+            assert (got["events"], got["off"]) == (state["events"], state["off"]), account
+
+
+def test_any_batching_gives_the_outputs_of_the_records_applied_one_by_one():
+    records = _simulated_records()
+    one_by_one = _outputs(records, iter(lambda: 1, None), "record")
     assert one_by_one[1], "the workload must produce alerts"
     assert one_by_one[2], "the workload must produce stage transitions"
     assert one_by_one[3], "the workload must produce dead letters"
     assert one_by_one[4], "the workload must replay records"
     for sizes in ([7], [50], [1, 300, 2, 13]):
         cycle = iter(sizes * len(records))
-        assert outputs(cycle) == one_by_one, f"batches of {sizes} differ"
+        assert _outputs(records, cycle, "record") == one_by_one, f"batches of {sizes} differ"
 
 
 # -- records the ingest agent gathered from several raw records ---------------------------
