@@ -357,7 +357,7 @@ class ForwardBatcher:
     (a single raw record's events larger than that make a record of their own).
 
     Fewer, larger records on the event topic are what make scoring cheap: Faust's cost is
-    per record, and the scorer updates and decides for each account once per record.
+    per record, and the scorer reads and writes each account once per batch of records.
 
     >>> b = ForwardBatcher(max_bytes=1 << 20)
     >>> e = lambda n: {"type": "page", "context": {"groupId": "acme.com"}, "n": n}

@@ -199,7 +199,7 @@ class Settings:
         100,
         "Most raw records the ingest agent takes together. The events they route to each "
         "account-topic partition go out as one record (at most producer_max_batch_bytes), "
-        "and the scoring agent decides once per account and record: 1 forwards each raw "
+        "which the scoring agent reads and writes each account of once: 1 forwards each raw "
         "record's events apart, as the tracker batched them.",
         group="worker",
     )
