@@ -7,7 +7,8 @@ fixed clock. It applies the records of bench_pipeline.py's layouts (the same see
 simulation; BENCH_ACCOUNTS and BENCH_ONE_EVENTS apply) in batches of ``score_batch_records``
 cut by ``score_batch_bytes``, as the scoring agent does, with offsets counted per partition:
 - batched: what the ingest agent forwards, ~100 events per record;
-- one: one event per record.
+- one: one event per record;
+each deciding per record (``score_decisions``' default), then each deciding per batch.
 Each layout runs BENCH_ENGINE_RUNS times (default 3) on a fresh engine and table; the best
 run's time is reported, wall-clock and CPU (the process's CPU time, which other processes on
 a shared machine disturb less: compare versions by it).
@@ -42,7 +43,13 @@ from intent_stream.tables import JsonTable
 from intent_stream.topics import partition_for
 
 RUNS = int(os.environ.get("BENCH_ENGINE_RUNS", "3"))
-LAYOUTS = {"batched": "batched", "one event per record": "one"}
+#: name -> (records' layout, score_decisions)
+LAYOUTS = {
+    "batched": ("batched", "record"),
+    "one event per record": ("one", "record"),
+    "batched, per batch": ("batched", "batch"),
+    "one, per batch": ("one", "batch"),
+}
 
 
 def engine(settings: Settings) -> AccountProcessor:
@@ -153,12 +160,12 @@ def run(runs: list[list[BatchRecord]], settings: Settings) -> tuple[float, float
 def main() -> None:
     settings = Settings()
     rows: dict[str, dict[str, Any]] = {}
-    for name, layout in LAYOUTS.items():
+    for name, (layout, decisions) in LAYOUTS.items():
         recs, total = account_records(layout)
         runs = batches(recs, settings)
         times, cpus, prints = [], [], set()
         for _ in range(RUNS):
-            seconds, cpu, digest = run(runs, settings)
+            seconds, cpu, digest = run(runs, settings.replace(score_decisions=decisions))
             times.append(seconds)
             cpus.append(cpu)
             prints.add(digest)
@@ -178,22 +185,24 @@ def main() -> None:
             "fingerprint": prints.pop(),
         }
     header = ("layout", "events", "records", "batches", "us/event", "cpu us", "events/s")
-    print("{:<22} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}  fingerprint".format(*header))
+    print("{:<24} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}  fingerprint".format(*header))
     for name, r in rows.items():
         print(
-            f"{name:<22} {r['events']:8,} {r['records']:8,} {r['batches']:8,} "
+            f"{name:<24} {r['events']:8,} {r['records']:8,} {r['batches']:8,} "
             f"{r['us_per_event']:9.1f} {r['cpu_us_per_event']:7.1f} {r['events_per_s']:9,.0f}  "
             f"{r['fingerprint']}"
         )
     write_result("engine", rows)
     batched, one = rows["batched"], rows["one event per record"]
+    batched_b, one_b = rows["batched, per batch"], rows["one, per batch"]
     print(
         f"SUMMARY engine: batched {batched['us_per_event']:.1f} us/event "
         f"(cpu {batched['cpu_us_per_event']:.1f}, {batched['events_per_s']:,.0f} ev/s), "
         f"one event/record {one['us_per_event']:.1f} us/event (cpu "
-        f"{one['cpu_us_per_event']:.1f}, {one['events_per_s']:,.0f} ev/s), best of {RUNS}, "
-        "in process "
-        f"[fingerprints {batched['fingerprint'][:12]} {one['fingerprint'][:12]}]"
+        f"{one['cpu_us_per_event']:.1f}, {one['events_per_s']:,.0f} ev/s); deciding per "
+        f"batch {batched_b['us_per_event']:.1f} and {one_b['us_per_event']:.1f}; best of "
+        f"{RUNS}, in process [fingerprints {batched['fingerprint'][:12]} "
+        f"{one['fingerprint'][:12]}]"
     )
 
 

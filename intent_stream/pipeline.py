@@ -260,13 +260,13 @@ class AccountProcessor:
         fit: FitModel | None = None,
         health: ProgressiveValidation | None = None,
         stages: StageMachine | None = None,
-        decisions: str = "batch",
+        decisions: str = "record",
     ) -> None:
         if decisions not in DECISIONS:
             raise ValueError(f"decisions must be one of {DECISIONS} (got {decisions!r})")
         self.model = model
-        #: "batch": an account is scored and decided on once per batch; "record": after
-        #: each record (see process_batch).
+        #: "record": an account is scored and decided on after each record; "batch": once
+        #: per batch (see process_batch).
         self.decisions = decisions
         self.policy = policy
         self.clock = clock
@@ -311,16 +311,17 @@ class AccountProcessor:
         When an account is scored and decided on (score, stage step, alert decision)
         follows ``decisions``:
 
-        - ``"batch"``: once, after all its events in the batch (up to a forget record),
-          applied in order. An account with events in many records of a batch costs one
-          update instead of one per record; what a batch decides depends on how the
-          records were batched, which a replay may do differently.
         - ``"record"``: after each record, exactly as :meth:`process` would, so the
           outputs (state, alerts, transitions, labels and the shared models' learning) are
           those of the records applied one by one, whatever the batching.
+        - ``"batch"``: once, after all its events in the batch (up to a forget record),
+          applied in order. An account with events in many records of a batch costs one
+          update instead of one per record; what a batch decides depends on how the
+          records were batched, which a replay may do differently, and the stage machine
+          makes at most one evidence move per update.
 
-        Decoded events are the same either way, and so is the state an account's events
-        leave but for the scores and decisions kept in it.
+        Either way every event is applied once: an account's event count and replay guard
+        end the same.
         """
         result = RecordResult()
         live: dict[str, _Live] = {}

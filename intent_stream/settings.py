@@ -217,12 +217,13 @@ class Settings:
         group="worker",
     )
     score_decisions: str = _opt(
-        "batch",
+        "record",
         "When the scoring agent scores an account and decides on its stage and alerts: "
-        "'batch', once per account per batch of records, after all its events in the "
-        "batch (fastest); 'record', after each record, as if the records were applied one "
-        "by one (a replay of the account topic, however batched, then publishes exactly "
-        "the same alerts and transitions).",
+        "'record', after each record, as if the records were applied one by one (a replay "
+        "of the account topic, however batched, publishes exactly the same alerts and "
+        "transitions); 'batch', once per account per batch of records, after all its "
+        "events in the batch: faster, but what is decided depends on the batching, and an "
+        "account makes at most one stage move per batch.",
         group="worker",
     )
     score_batch_bytes: int = _opt(

@@ -7,7 +7,7 @@ from intent_stream.scoring import HotLeadPolicy, IntentModel
 from tests.unit.segment import segment_event
 
 
-def _processor(decisions="batch"):
+def _processor(decisions="record"):
     return AccountProcessor(
         model=IntentModel(),
         policy=HotLeadPolicy(enter=70, exit=50, cooldown_s=86400),

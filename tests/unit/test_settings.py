@@ -68,6 +68,7 @@ def test_every_setting_is_documented_with_a_prefixed_variable():
         ({"memory_trim_interval": -1.0}, "INTENT_STREAM_MEMORY_TRIM_INTERVAL"),
         ({"intent_max_blend": 1.2}, "INTENT_STREAM_INTENT_MAX_BLEND"),
         ({"intent_max_blend": -0.5}, "INTENT_STREAM_INTENT_MAX_BLEND"),
+        ({"score_decisions": "event"}, "INTENT_STREAM_SCORE_DECISIONS"),
     ],
 )
 def test_alert_settings_are_validated(changes, variable):
@@ -92,3 +93,12 @@ def test_alert_settings_build_the_policy():
     assert policy.router.route({"country": "fr"}).owner == "paris"
     assert policy.show_emails is True
     assert alert_policy(Settings()).show_emails is False
+
+
+@pytest.mark.parametrize("decisions", ["record", "batch"])
+def test_the_worker_decides_as_score_decisions_says(decisions):
+    from intent_stream.app import create_app
+
+    settings = Settings.from_env({"INTENT_STREAM_SCORE_DECISIONS": decisions})
+    engine = create_app(settings.replace(kafka="127.0.0.1:1", redis="redis://127.0.0.1:1/0"))
+    assert engine.processor.decisions == decisions
