@@ -403,9 +403,19 @@ def test_tail_prints_the_alerts_as_json_and_as_lines(alert_settings, producer, t
         stop_child(as_text)
 
 
+@pytest.mark.parametrize("replay_decisions", ["record", "batch"])
 def test_replaying_the_input_into_a_fresh_worker_gives_the_same_alert_ids_posted_once(
-    alert_settings, start_worker, producer, endpoints, webhooks, start_forwarder, tmp_path
+    alert_settings,
+    start_worker,
+    producer,
+    endpoints,
+    webhooks,
+    start_forwarder,
+    tmp_path,
+    replay_decisions,
 ):
+    """A fresh worker replaying the input publishes the alerts' ids again, whether it
+    decides per record or per batch (an alert of the same episode keeps its id)."""
     hook = webhooks()
     settings = alert_settings.replace(webhook=hook.url)
     worker = start_worker(settings)
@@ -430,6 +440,7 @@ def test_replaying_the_input_into_a_fresh_worker_gives_the_same_alert_ids_posted
         alerts_topic=f"it.{tag}.sales-alerts.v1",
         web_port=free_port(),
         data_dir=str(tmp_path / "replay-data"),
+        score_decisions=replay_decisions,
     )
     start_worker(replay)
     second = read_topic(endpoints, replay.alerts_topic, count=3, timeout=90)
