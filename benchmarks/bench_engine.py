@@ -33,11 +33,11 @@ from typing import Any
 from bench_pipeline import PARTITIONS, records
 from harness import write_result
 
-from intent_stream.alerts.config import alert_policy
+from intent_stream.app import scoring_engine
 from intent_stream.pipeline import AccountProcessor, AccountView, BatchRecord, chunked
 from intent_stream.runner import tune_gc
-from intent_stream.scoring import FEATURES, DelayedLabels, FitModel, IntentModel
-from intent_stream.scoring.stages import StageMachine, load_stage_model
+from intent_stream.scoring import FitModel
+from intent_stream.scoring.stages import load_stage_model
 from intent_stream.settings import Settings
 from intent_stream.tables import JsonTable
 from intent_stream.topics import partition_for
@@ -54,18 +54,11 @@ LAYOUTS = {
 
 def engine(settings: Settings) -> AccountProcessor:
     """The scoring engine as ``create_app`` wires it (a fresh fit model), with a fixed clock."""
-    return AccountProcessor(
-        model=IntentModel(max_blend=settings.intent_max_blend),
-        policy=alert_policy(settings),
-        clock=lambda: 0.0,
-        labels=DelayedLabels(
-            horizon_days=settings.intent_horizon_days,
-            snapshots=settings.label_snapshots,
-            features=FEATURES,
-        ),
+    return scoring_engine(
+        settings,
         fit=FitModel(),
-        stages=StageMachine(model=load_stage_model(settings.stage_config)),
-        decisions=settings.score_decisions,
+        stage_model=load_stage_model(settings.stage_config),
+        clock=lambda: 0.0,
     )
 
 

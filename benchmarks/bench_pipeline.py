@@ -210,12 +210,9 @@ def main() -> None:
             if layout not in CHOSEN:
                 continue
             on_raw = layout in ("raw", "one-raw")  # the full path: ingest, then scoring
+            agents = "ingest,score" if on_raw else "score"
             settings = bench_settings(
-                ep,
-                "bench",
-                agents="ingest,score" if on_raw else "score",
-                partitions=PARTITIONS,
-                session_timeout=6.0,
+                ep, "bench", agents=agents, partitions=PARTITIONS, session_timeout=6.0
             )
             ensure_topics(settings)
             topic = settings.raw_topic if on_raw else settings.events_topic
@@ -232,11 +229,12 @@ def main() -> None:
                 "ratio": rate / ceiling,
             }
             if not on_raw:
-                per_batch = bench_settings(
-                    ep, "bench", agents="score", partitions=PARTITIONS, session_timeout=6.0
+                # Its own group, read model and output topics; the same input topic.
+                batch_settings = bench_settings(
+                    ep, "bench", agents=agents, partitions=PARTITIONS, session_timeout=6.0
                 ).replace(events_topic=topic, score_decisions="batch")
-                ensure_topics(per_batch)
-                row["batch_decisions_eps"] = worker_rate(per_batch, total)
+                ensure_topics(batch_settings)
+                row["batch_decisions_eps"] = worker_rate(batch_settings, total)
             if layout in ("one", "one-raw"):
                 # The counting agent's short run varies a lot (7,400-13,500 records/s seen
                 # on one host in one hour): the faster of COUNT_RUNS runs is the yardstick.

@@ -37,7 +37,7 @@ from intent_stream.scoring import (
     IntentModel,
     load_fit_model,
 )
-from intent_stream.scoring.stages import StageMachine, load_stage_model
+from intent_stream.scoring.stages import StageMachine, StageModel, load_stage_model
 from intent_stream.settings import Settings
 from intent_stream.tables import JsonTable, json_table
 from intent_stream.topics import (
@@ -505,6 +505,30 @@ def temporary_data_dir() -> str:
     return path
 
 
+def scoring_engine(
+    settings: Settings,
+    *,
+    fit: FitModel,
+    stage_model: StageModel,
+    clock: Callable[[], float] = time.time,
+) -> AccountProcessor:
+    """The scoring engine ``settings`` configure: intent model, alert policy, delayed labels,
+    stage machine and when it decides, with ``fit`` as its fit model."""
+    return AccountProcessor(
+        model=IntentModel(max_blend=settings.intent_max_blend),
+        policy=alert_policy(settings),
+        clock=clock,
+        labels=DelayedLabels(
+            horizon_days=settings.intent_horizon_days,
+            snapshots=settings.label_snapshots,
+            features=FEATURES,
+        ),
+        fit=fit,
+        stages=StageMachine(model=stage_model),
+        decisions=settings.score_decisions,
+    )
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Engine:
     """The Faust app for ``settings``, with every topic, table and agent declared."""
     if settings.kafka_embedded:
@@ -565,17 +589,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         if "score" in roles
         else JsonTable({})
     )
-    processor = AccountProcessor(
-        model=IntentModel(max_blend=settings.intent_max_blend),
-        policy=alert_policy(settings),
-        labels=DelayedLabels(
-            horizon_days=settings.intent_horizon_days,
-            snapshots=settings.label_snapshots,
-            features=FEATURES,
-        ),
+    processor = scoring_engine(
+        settings,
         fit=initial_fit_model(settings) if "score" in roles else FitModel(),
-        stages=StageMachine(model=stage_model),
-        decisions=settings.score_decisions,
+        stage_model=stage_model,
     )
     pending = (
         json_table(app, PENDING_TABLE, partitions=settings.partitions)

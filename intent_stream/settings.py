@@ -583,7 +583,8 @@ def _validate(s: Settings) -> Iterator[str]:
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         yield f"{env_name('log_level')} must be debug, info, warning or error"
     if s.score_decisions not in DECISIONS:
-        yield f"{env_name('score_decisions')} must be batch or record (got {s.score_decisions!r})"
+        choices = " or ".join(DECISIONS)
+        yield f"{env_name('score_decisions')} must be {choices} (got {s.score_decisions!r})"
     if s.event_loop not in {"auto", "uvloop", "asyncio"}:
         yield f"{env_name('event_loop')} must be auto, uvloop or asyncio (got {s.event_loop!r})"
     if s.redis != EMBEDDED and not s.redis.startswith(("redis://", "rediss://", "unix://")):
