@@ -11,7 +11,15 @@ cut by ``score_batch_bytes``, as the scoring agent does, with offsets counted pe
 each deciding per record (``score_decisions``' default), then each deciding per batch.
 Each layout runs BENCH_ENGINE_RUNS times (default 3) on a fresh engine and table; the best
 run's time is reported, wall-clock and CPU (the process's CPU time, which other processes on
-a shared machine disturb less: compare versions by it).
+a shared machine disturb less: compare versions by it), with the account updates it made
+(each account a batch touched, read and written once) and the alerts and stage transitions
+it decided.
+
+The cost model: the batched layout deciding per batch again, in batches of
+COST_BATCHES records with the byte cap lifted (``score_batch_bytes`` would cut these ~42 KB
+records into batches of ~100), fitted by least squares as ``a`` us per event plus ``b`` us
+per account update: what more records per batch can save, and what deciding on fewer
+updates gives up (fewer alerts and transitions on a replay of history).
 
 The fingerprint of a layout is a sha256 over everything the engine produced, in order: each
 batch's RecordResult (alerts, stage transitions, dead letters, read-model views, counters),
@@ -43,6 +51,10 @@ from intent_stream.tables import JsonTable
 from intent_stream.topics import partition_for
 
 RUNS = int(os.environ.get("BENCH_ENGINE_RUNS", "3"))
+#: Records per batch of the cost model's runs (batched layout, deciding per batch).
+COST_BATCHES = (100, 300, 1000)
+#: The cost model's byte cap: large enough that every batch holds its records.
+COST_BATCH_BYTES = 1 << 30
 #: name -> (records' layout, score_decisions)
 LAYOUTS = {
     "batched": ("batched", "record"),
@@ -138,8 +150,20 @@ def fingerprint(proc: AccountProcessor, table: JsonTable, results: list[Any]) ->
     return h.hexdigest()
 
 
-def run(runs: list[list[BatchRecord]], settings: Settings) -> tuple[float, float, str]:
-    """One timed pass on a fresh engine and table: seconds, CPU seconds and fingerprint."""
+def decided(results: list[Any]) -> dict[str, int]:
+    """Account updates (accounts written), alerts and stage transitions of a pass."""
+    return {
+        "account_updates": sum(len(r.snapshots) for r in results),
+        "alerts": sum(len(r.alerts) for r in results),
+        "transitions": sum(len(r.transitions) for r in results),
+    }
+
+
+def run(
+    runs: list[list[BatchRecord]], settings: Settings
+) -> tuple[float, float, str, dict[str, int]]:
+    """One timed pass on a fresh engine and table: seconds, CPU seconds, fingerprint and
+    what it decided (:func:`decided`)."""
     proc, table = engine(settings), JsonTable({})
     tune_gc()
     results = []
@@ -147,7 +171,54 @@ def run(runs: list[list[BatchRecord]], settings: Settings) -> tuple[float, float
     for batch in runs:
         results.append(proc.process_batch(table, batch))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return seconds, cpu, fingerprint(proc, table, results)
+    return seconds, cpu, fingerprint(proc, table, results), decided(results)
+
+
+def measure(recs: list[BatchRecord], total: int, settings: Settings, name: str) -> dict[str, Any]:
+    """``RUNS`` passes over ``recs`` in ``settings``' batches: the best time, and what every
+    pass produced (they must agree)."""
+    runs = batches(recs, settings)
+    times, cpus, prints, counts = [], [], set(), {}
+    for _ in range(RUNS):
+        seconds, cpu, digest, counts = run(runs, settings)
+        times.append(seconds)
+        cpus.append(cpu)
+        prints.add(digest)
+        gc.collect()
+    if len(prints) != 1:
+        raise SystemExit(f"{name}: runs differ in what they produced: {sorted(prints)}")
+    best = min(times)
+    return {
+        "events": total,
+        "records": len(recs),
+        "batches": len(runs),
+        "us_per_event": best / total * 1e6,
+        "events_per_s": total / best,
+        "cpu_us_per_event": min(cpus) / total * 1e6,
+        "runs_s": times,
+        "runs_cpu_s": cpus,
+        "fingerprint": prints.pop(),
+        **counts,
+    }
+
+
+def cost_model(points: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """``(a, b)`` fitted by least squares to ``(events, account updates, CPU seconds)``
+    points: seconds = a * events + b * updates, both in us.
+
+    >>> cost_model([(100, 10, 100 * 20e-6 + 10 * 150e-6), (100, 30, 100 * 20e-6 + 30 * 150e-6)])
+    (20.0, 150.0)
+    """
+    # The normal equations of a two-parameter fit through the origin.
+    see = sum(e * e for e, _, _ in points)
+    suu = sum(u * u for _, u, _ in points)
+    seu = sum(e * u for e, u, _ in points)
+    set_ = sum(e * t for e, _, t in points)
+    sut = sum(u * t for _, u, t in points)
+    det = see * suu - seu * seu
+    a = (set_ * suu - sut * seu) / det
+    b = (sut * see - set_ * seu) / det
+    return round(a * 1e6, 1), round(b * 1e6, 1)
 
 
 def main() -> None:
@@ -155,37 +226,55 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     for name, (layout, decisions) in LAYOUTS.items():
         recs, total = account_records(layout)
-        runs = batches(recs, settings)
-        times, cpus, prints = [], [], set()
-        for _ in range(RUNS):
-            seconds, cpu, digest = run(runs, settings.replace(score_decisions=decisions))
-            times.append(seconds)
-            cpus.append(cpu)
-            prints.add(digest)
-            gc.collect()
-        if len(prints) != 1:
-            raise SystemExit(f"{name}: runs differ in what they produced: {sorted(prints)}")
-        best = min(times)
-        rows[name] = {
-            "events": total,
-            "records": len(recs),
-            "batches": len(runs),
-            "us_per_event": best / total * 1e6,
-            "events_per_s": total / best,
-            "cpu_us_per_event": min(cpus) / total * 1e6,
-            "runs_s": times,
-            "runs_cpu_s": cpus,
-            "fingerprint": prints.pop(),
-        }
+        rows[name] = measure(recs, total, settings.replace(score_decisions=decisions), name)
     header = ("layout", "events", "records", "batches", "us/event", "cpu us", "events/s")
-    print("{:<24} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}  fingerprint".format(*header))
+    print(
+        "{:<24} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>7} {:>6}  fingerprint".format(
+            *header, "updates", "alerts", "trans"
+        )
+    )
     for name, r in rows.items():
         print(
             f"{name:<24} {r['events']:8,} {r['records']:8,} {r['batches']:8,} "
-            f"{r['us_per_event']:9.1f} {r['cpu_us_per_event']:7.1f} {r['events_per_s']:9,.0f}  "
+            f"{r['us_per_event']:9.1f} {r['cpu_us_per_event']:7.1f} {r['events_per_s']:9,.0f} "
+            f"{r['account_updates']:8,} {r['alerts']:7,} {r['transitions']:6,}  "
             f"{r['fingerprint']}"
         )
-    write_result("engine", rows)
+
+    recs, total = account_records("batched")
+    model: dict[str, Any] = {}
+    print(
+        f"\ncost model: batched, deciding per batch, byte cap lifted (per record: "
+        f"{rows['batched']['alerts']:,} alerts, {rows['batched']['transitions']:,} transitions "
+        f"in any batches)"
+    )
+    print("{:>8} {:>8} {:>7} {:>9} {:>7} {:>6}".format(
+        "records", "batches", "cpu us", "updates", "alerts", "trans"))  # fmt: skip
+    for size in COST_BATCHES:
+        cost_settings = settings.replace(
+            score_decisions="batch", score_batch_records=size, score_batch_bytes=COST_BATCH_BYTES
+        )
+        r = measure(recs, total, cost_settings, f"cost model, {size} records a batch")
+        model[str(size)] = r
+        print(
+            f"{size:8,} {r['batches']:8,} {r['cpu_us_per_event']:7.1f} "
+            f"{r['account_updates']:9,} {r['alerts']:7,} {r['transitions']:6,}"
+        )
+    per_event, per_update = cost_model(
+        [(r["events"], r["account_updates"], min(r["runs_cpu_s"])) for r in model.values()]
+    )
+    print(f"fit: {per_event} us per event + {per_update} us per account update (CPU)")
+    write_result(
+        "engine",
+        {
+            **rows,
+            "cost_model": {
+                "batches": model,
+                "us_per_event": per_event,
+                "us_per_account_update": per_update,
+            },
+        },
+    )
     batched, one = rows["batched"], rows["one event per record"]
     batched_b, one_b = rows["batched, per batch"], rows["one, per batch"]
     print(
@@ -193,7 +282,8 @@ def main() -> None:
         f"(cpu {batched['cpu_us_per_event']:.1f}, {batched['events_per_s']:,.0f} ev/s), "
         f"one event/record {one['us_per_event']:.1f} us/event (cpu "
         f"{one['cpu_us_per_event']:.1f}, {one['events_per_s']:,.0f} ev/s); deciding per "
-        f"batch {batched_b['us_per_event']:.1f} and {one_b['us_per_event']:.1f}; best of "
+        f"batch {batched_b['us_per_event']:.1f} and {one_b['us_per_event']:.1f}; cost "
+        f"{per_event} us an event + {per_update} us an account update; best of "
         f"{RUNS}, in process [fingerprints {batched['fingerprint'][:12]} "
         f"{one['fingerprint'][:12]}]"
     )

@@ -64,9 +64,14 @@ class Rejected(ValueError):
         self.field = field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A checked event: its account, event time (epoch seconds) and the Segment body."""
+    """A checked event: its account, event time (epoch seconds) and the Segment body.
+
+    Not frozen: one is made per event the engine applies, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__`` (0.86 against 0.34 us here).
+    Nothing changes an event once checked.
+    """
 
     account_id: str
     ts: float
