@@ -526,7 +526,14 @@ class AccountSignals:
             cell[0] = floor(cell[0])
         for cell in self.topics.values():
             cell[0], cell[1], cell[2] = round(cell[0], 3), round(cell[1], 3), int(cell[2])
-        self.days = _sparse_days(_dense_days(self.days))
+        days = self.days
+        if days:
+            # Already what the round trip gives in the usual case (events in time order):
+            # days in ascending order, none before the 28 kept, none empty. Checking costs
+            # ~0.4 us, rebuilding ~4.6 (27 days).
+            keys = list(days)
+            if keys != sorted(keys) or keys[0] < keys[-1] - 27 or 0 in days.values():
+                self.days = _sparse_days(_dense_days(days))
         self._forget_memo()
 
     @classmethod
