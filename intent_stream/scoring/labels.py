@@ -101,7 +101,7 @@ class DelayedLabels:
         del values[last + 1 :]
         return values
 
-    def decode(self, values: Sequence[float]) -> dict[str, float]:
+    def decode(self, values: Sequence[int | float]) -> dict[str, float]:
         """The feature dict of stored ``values`` (zeros left out, as features omit them).
 
         >>> labels = DelayedLabels(features=("a", "b", "c"))
