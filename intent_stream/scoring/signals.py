@@ -39,6 +39,8 @@ __all__ = [
 DAY = 86400.0
 _MONTH = 30 * DAY  # people active within it are the account's committee
 _MAX_PEOPLE = 16
+#: Days of per-day event counts an account keeps, up to its newest (velocity's window).
+_DAYS_KEPT = 28
 _MAX_ROLE_LENGTH = 24
 _SENIOR = frozenset({"c_level", "vp", "director", "owner", "partner", "head"})
 
@@ -251,7 +253,7 @@ def _dense_days(days: Mapping[int, int]) -> list[int]:
     if not days:
         return []
     last = max(days)
-    first = max(min(days), last - 27)
+    first = max(min(days), last - (_DAYS_KEPT - 1))
     out = [first]
     out += map(days.get, range(first, last + 1), repeat(0))
     return out
@@ -394,9 +396,9 @@ class AccountSignals:
         self.last_seen = ts if self.last_seen is None else max(self.last_seen, ts)
         day = int(ts // DAY)
         self.days[day] = self.days.get(day, 0) + 1
-        if len(self.days) > 28:
+        if len(self.days) > _DAYS_KEPT:
             newest = max(self.days)
-            for old in [d for d in self.days if d <= newest - 28]:
+            for old in [d for d in self.days if d <= newest - _DAYS_KEPT]:
                 del self.days[old]
 
     def _person(
@@ -532,7 +534,7 @@ class AccountSignals:
             # days in ascending order, none before the 28 kept, none empty. Checking costs
             # ~0.4 us, rebuilding ~4.6 (27 days).
             keys = list(days)
-            if keys != sorted(keys) or keys[0] < keys[-1] - 27 or 0 in days.values():
+            if keys != sorted(keys) or keys[0] <= keys[-1] - _DAYS_KEPT or 0 in days.values():
                 self.days = _sparse_days(_dense_days(days))
         self._forget_memo()
 
