@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -313,7 +312,7 @@ def forward(
             **kafka_client_options(settings), acks="all", linger_ms=0, retries=5
         )
         cleanup.callback(producer.close, timeout=10)
-        from intent_stream.alerts.tail import consumer_options
+        from intent_stream.alerts.tail import consumer_options, stop_on_signals
 
         consumer = KafkaConsumer(
             settings.alerts_topic,
@@ -334,7 +333,7 @@ def forward(
             metrics=metrics,
             stop=stop,
         )
-        _stop_on_signals(stop, cleanup)
+        stop_on_signals(stop, cleanup)
         logger.info(
             "forwarding %s to the webhook as %s (group %s, scope %s)",
             settings.alerts_topic,
@@ -345,16 +344,3 @@ def forward(
         forwarder.run()
         logger.info("forwarder stopped")
     return 0
-
-
-def _stop_on_signals(stop: threading.Event, cleanup: ExitStack) -> None:
-    """SIGINT and SIGTERM end the loop at the next safe point instead of mid-delivery."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.signal(sig, handler)
-        cleanup.callback(signal.signal, sig, previous)

@@ -1,14 +1,17 @@
 """``intent-stream alerts tail``: print alerts as they arrive on the sales-alerts topic.
 
-Shares the Kafka plumbing of the forwarder (:func:`consumer_options`, :func:`require_topics`).
+Shares the Kafka plumbing of the forwarder (:func:`consumer_options`, :func:`require_topics`,
+:func:`stop_on_signals`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
+from contextlib import ExitStack
 from typing import IO, Any
 
 import orjson
@@ -17,7 +20,7 @@ from intent_stream.alerts.envelope import InvalidAlert, ReceivedAlert, human_lin
 from intent_stream.settings import Settings
 from intent_stream.topics import kafka_client_options
 
-__all__ = ["AlertsError", "consumer_options", "require_topics", "tail"]
+__all__ = ["AlertsError", "consumer_options", "require_topics", "stop_on_signals", "tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +91,14 @@ def tail(
         enable_auto_commit=group is not None,
     )
     try:
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    _print(record, as_json=as_json, out=out)
+        with ExitStack() as cleanup:
+            # Ctrl-C ends the loop between polls: a KeyboardInterrupt raised inside one can
+            # leave a kafka-python connection half-read when close() shuts its socket.
+            stop_on_signals(stop, cleanup)
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        _print(record, as_json=as_json, out=out)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
@@ -115,3 +122,16 @@ def _print(record: Any, *, as_json: bool, out: IO[str]) -> None:
         return
     line = orjson.dumps(received.cloud_event()).decode() if as_json else human_line(received)
     print(line, file=out, flush=True)
+
+
+def stop_on_signals(stop: threading.Event, cleanup: ExitStack) -> None:
+    """SIGINT and SIGTERM end the loop at the next safe point instead of mid-delivery."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.signal(sig, handler)
+        cleanup.callback(signal.signal, sig, previous)
