@@ -73,6 +73,20 @@ def _cohorts(options: DemoOptions) -> Iterator[dict[str, Any]]:
         cohort += 1
 
 
+def _clock_note(options: DemoOptions) -> str:
+    """How the demo's simulated clock runs, so that its dates (past, then future) make sense.
+
+    >>> _clock_note(DemoOptions(days_per_cohort=90))  # doctest: +ELLIPSIS
+    'the dates shown are simulated time: it starts 90 days ago (...) and runs on ...'
+    """
+    start = (datetime.now(UTC) - timedelta(days=options.days_per_cohort)).date()
+    return (
+        f"the dates shown are simulated time: it starts {options.days_per_cohort:.0f} days ago "
+        f"({start.isoformat()}) and runs on {options.days_per_cohort:.0f} days per cohort, "
+        "much faster than the wall clock, into the future"
+    )
+
+
 def _produce(
     settings: Settings, options: DemoOptions, counters: _Counters, stop: threading.Event
 ) -> None:
@@ -289,7 +303,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             f"  publishing simulated journeys of {options.accounts} accounts per cohort at "
             f"{options.rate:.0f} events/s; alerts (HOT LEAD) and stage changes (STAGE: "
             f"purchase, customer, at_risk, churned) appear below as read back from "
-            f"{settings.alerts_topic} and {settings.transitions_topic}\n",
+            f"{settings.alerts_topic} and {settings.transitions_topic}; "
+            f"{_clock_note(options)}\n",
             flush=True,
         )
         threads = [
