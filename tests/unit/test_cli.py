@@ -54,3 +54,14 @@ def test_readme_documents_every_setting():
     assert not missing, (
         f"README lacks {missing}; regenerate with 'intent-stream settings --markdown'"
     )
+
+
+def test_readme_commands_table_has_every_command():
+    import argparse
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [name for name in sub.choices if f"`intent-stream {name}" not in table]
+    assert not missing, f"README's Commands table lacks {missing}"
