@@ -135,7 +135,10 @@ def _cmd_identity(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if settings.redis_embedded:
-        print("identity: give the worker's Redis with --redis URL (or INTENT_STREAM_REDIS)")
+        print(
+            "identity: give the worker's Redis with --redis URL (or INTENT_STREAM_REDIS)",
+            file=sys.stderr,
+        )
         return 2
     pseudo = Pseudonymiser(settings.pseudonymise_key.encode())
     ids = [args.id] + ([pseudo.person(args.id)] if pseudo.enabled else [])
@@ -190,7 +193,10 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if settings.redis_embedded:
-        print("accounts: give the worker's Redis with --redis URL (or INTENT_STREAM_REDIS)")
+        print(
+            "accounts: give the worker's Redis with --redis URL (or INTENT_STREAM_REDIS)",
+            file=sys.stderr,
+        )
         return 2
     if args.n < 1:
         print("accounts: --n must be at least 1", file=sys.stderr)
@@ -1104,7 +1110,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _is_user_facing(exc):
             print(f"intent-stream: {exc}", file=sys.stderr)
             return 1
+        problem = redis_problem(exc, settings.redis)
+        if problem is not None:
+            print(f"intent-stream: {problem}", file=sys.stderr)
+            return 1
         raise
+
+
+def redis_problem(exc: BaseException, url: str) -> str | None:
+    """What to tell the user when a command's Redis call failed (None: not a Redis error).
+
+    >>> from redis.exceptions import ConnectionError
+    >>> msg = redis_problem(ConnectionError("refused"), "redis://u:pw@h:1/0")
+    >>> msg.startswith("Redis at redis://h:1/0 failed (ConnectionError: refused)"), "pw" in msg
+    (True, False)
+    >>> redis_problem(ValueError("x"), "redis://h:1/0") is None
+    True
+    """
+    from urllib.parse import urlsplit
+
+    from redis.exceptions import RedisError
+
+    if not isinstance(exc, RedisError):
+        return None
+    parts = urlsplit(url)
+    if parts.hostname is not None:  # keep credentials in the URL out of the message
+        host = parts.hostname + (f":{parts.port}" if parts.port is not None else "")
+        url = parts._replace(netloc=host).geturl()
+    return (
+        f"Redis at {url} failed ({type(exc).__name__}: {exc}). Check INTENT_STREAM_REDIS "
+        "(--redis URL, the workers' Redis), that Redis is running and reachable from here, "
+        "and INTENT_STREAM_REDIS_USERNAME, INTENT_STREAM_REDIS_PASSWORD and "
+        "INTENT_STREAM_REDIS_SSL_CAFILE."
+    )
 
 
 def _is_user_facing(exc: BaseException) -> bool:

@@ -65,3 +65,18 @@ def test_readme_commands_table_has_every_command():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     missing = [name for name in sub.choices if f"`intent-stream {name}" not in table]
     assert not missing, f"README's Commands table lacks {missing}"
+
+
+@pytest.mark.parametrize("command", [["accounts", "top"], ["identity", "show", "u-1"]])
+def test_unreachable_redis_is_an_error_that_says_what_to_check(capsys, command):
+    # Port 1 on the loopback refuses at once: a real connection attempt, no server.
+    assert main([*command, "--redis", "redis://user:secret@127.0.0.1:1/0"]) == 1
+    err = capsys.readouterr().err
+    assert "Redis at redis://127.0.0.1:1/0 failed (ConnectionError" in err
+    assert "INTENT_STREAM_REDIS" in err
+    assert "secret" not in err
+
+
+def test_redis_commands_need_a_redis_url(capsys):
+    assert main(["accounts", "top", "--redis", "embedded"]) == 2
+    assert "--redis URL" in capsys.readouterr().err
