@@ -511,9 +511,10 @@ def _add_alerts_parser(sub: Any) -> None:
     common.add_argument(
         "--wait",
         type=float,
-        default=30.0,
+        default=None,
         metavar="SECONDS",
-        help="how long to wait for the broker to answer before giving up (default 30)",
+        help="how long to wait for the broker to answer before giving up (default: "
+        "--kafka-wait, INTENT_STREAM_KAFKA_WAIT, 60)",
     )
     tail = actions.add_parser(
         "tail",
@@ -911,9 +912,10 @@ def _add_simulate_parser(sub: Any) -> None:
     simulate.add_argument(
         "--wait",
         type=float,
-        default=60.0,
+        default=None,
         metavar="SECONDS",
-        help="how long to wait for the broker to answer before giving up (default 60)",
+        help="how long to wait for the broker to answer before giving up (default: "
+        "--kafka-wait, INTENT_STREAM_KAFKA_WAIT, 60)",
     )
     _add_setting_flags(simulate, ["connections", "topics", "worker"])
     simulate.set_defaults(func=_cmd_simulate)

@@ -80,3 +80,13 @@ def test_unreachable_redis_is_an_error_that_says_what_to_check(capsys, command):
 def test_redis_commands_need_a_redis_url(capsys):
     assert main(["accounts", "top", "--redis", "embedded"]) == 2
     assert "--redis URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["alerts", "tail"], ["simulate", "--accounts", "2"]], ids=["alerts", "simulate"]
+)
+def test_broker_wait_follows_the_kafka_wait_setting(capsys, monkeypatch, argv):
+    # --wait defaults to kafka_wait: the setting (here from the environment) bounds the wait.
+    monkeypatch.setenv("INTENT_STREAM_KAFKA_WAIT", "1")
+    assert main([*argv, "--kafka", "127.0.0.1:1"]) == 1
+    assert "did not answer within 1s" in capsys.readouterr().err
