@@ -144,6 +144,35 @@ def producer(endpoints: EmbeddedEndpoints) -> Iterator[KafkaProducer]:
     p.close(timeout=5)
 
 
+def read_to_end(endpoints: EmbeddedEndpoints, topic: str, *, timeout: float) -> list[Any]:
+    """Every record of every partition of ``topic``, up to the end offsets it had when the
+    read began (the broker's end offset can fall short of the last record of its last batch,
+    but a fetch returns whole batches: reaching it reads the batch), in partition order."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=endpoints.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        partitions = None
+        while not partitions:
+            partitions = consumer.partitions_for_topic(topic)
+            assert partitions or time.monotonic() < deadline, f"{topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic} was not read to its end in {timeout}s"
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
 def read_topic(
     endpoints: EmbeddedEndpoints,
     topic: str,

@@ -257,8 +257,9 @@ def test_the_forwarder_posts_each_alert_once_as_a_slack_message(
     assert forwarder.deliveries("duplicate") == 0
     assert forwarder.count("intent_stream_webhook_request_seconds_count") == 5
     assert forwarder.count("intent_stream_alerts_per_account_day_count") == 5
-    for address in _listening_addresses(forwarder.proc.pid):
-        assert address in {"127.0.0.1", "::1"}
+    addresses = _listening_addresses(forwarder.proc.pid)
+    assert addresses, "found no listening socket of the forwarder (its /metrics)"
+    assert addresses <= {"127.0.0.1", "::1"}, addresses
     assert forwarder.stop() == 0, forwarder.log()[-2000:]
     assert hook.url not in forwarder.log()  # the webhook URL is a secret
 

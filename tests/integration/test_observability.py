@@ -349,7 +349,6 @@ def test_dashboards_and_rules_evaluate_on_a_scraped_worker(
         for s in prom.query("intent_stream_dead_letters_total")["data"]["result"]
     }
     assert {"empty", "invalid_json", "not_an_event"} <= reasons
-    assert len(NO_DATA_IN_A_SHORT_RUN) <= 3
 
 
 def test_generator_profile_publishes_simulated_journeys_until_stopped(

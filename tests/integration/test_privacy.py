@@ -23,7 +23,7 @@ from intent_stream.pipeline import iso
 from intent_stream.readmodel import account_key
 from intent_stream.topics import ACCOUNT_STATE_TABLE, PENDING_TABLE, changelog_topic
 
-from .conftest import read_topic, settings_env, wait_until
+from .conftest import read_to_end, settings_env, wait_until
 from .reliability import T0, metric
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ IP = "203.0.113.77"
 
 def _latest(endpoints: Any, topic: str) -> dict[bytes, bytes | None]:
     """Each key's newest value on ``topic`` (what compaction keeps; None: a tombstone)."""
-    records = read_topic(endpoints, topic, count=1, timeout=30)
+    records = read_to_end(endpoints, topic, timeout=30)
     return {r.key: r.value for r in records}
 
 

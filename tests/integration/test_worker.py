@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from intent_stream.readmodel import account_key, by_score_key
+from intent_stream.topics import partition_for
 
 from .conftest import read_topic, wait_until
 
@@ -155,10 +156,15 @@ def test_a_hot_account_is_alerted_once_within_its_cooldown(
         producer.send(settings.events_topic, key=account.encode(), value=orjson.dumps(batch))
     marker = f"marker-{uuid.uuid4().hex[:6]}.example"
     marker_batch = orjson.dumps(_hot_batch(marker))
-    producer.send(settings.events_topic, key=marker.encode(), value=marker_batch)
+    # In the account's partition, so that the worker applies it after the account's records.
+    partition = partition_for(account, settings.partitions)
+    producer.send(
+        settings.events_topic, key=marker.encode(), value=marker_batch, partition=partition
+    )
     producer.flush()
-    # The marker's alert is produced after every earlier record was processed in its partition;
-    # reading until both arrived and then checking the count bounds the wait deterministically.
+    # The marker's alert is produced after every alert of the account's three records (same
+    # partition, applied in order); reading until both arrived (and then until the topic has
+    # been quiet for a moment) and checking the count bounds the wait deterministically.
     alerts = read_topic(endpoints, settings.alerts_topic, count=2, timeout=60)
     accounts = [orjson.loads(r.value)["account_id"] for r in alerts]
     assert sorted(accounts) == sorted([account, marker])
@@ -168,7 +174,9 @@ def test_nothing_listens_beyond_loopback(settings, start_worker, stack):
     worker = start_worker(settings)
     pids = [worker.proc.pid, *stack.pids()]
     for pid in pids:
-        for address in _listening_addresses(pid):
+        addresses = _listening_addresses(pid)
+        assert addresses, f"found no listening socket of pid {pid}: the check would be empty"
+        for address in addresses:
             assert address in {"127.0.0.1", "::1"}, f"pid {pid} listens on {address}"
 
 

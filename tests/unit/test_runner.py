@@ -74,4 +74,4 @@ def test_the_memory_trimmer_hands_freed_heap_pages_back():
     before = _rss_bytes()
     assert release() in (0, 1)
     assert _rss_bytes() < before - 50 * 2**20  # ~190 MB were freed, most of it whole pages
-    assert len(survivors) == 3125
+    del survivors  # kept alive until here: they pin a page every 64 KB
