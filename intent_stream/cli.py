@@ -111,13 +111,15 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     from intent_stream.topics import ensure_topics, topic_specs
 
     settings = _settings(args)
-    if settings.kafka_embedded:
-        print("topics: give a broker with --kafka HOST:PORT (or INTENT_STREAM_KAFKA)")
-        return 2
-    if args.action == "list":
+    if args.action == "list":  # the engine's topics as configured: no broker needed
         for spec in topic_specs(settings):
             print(f"{spec.name:48} {spec.partitions:3d}  {spec.schema or '-':24}  key: {spec.key}")
         return 0
+    if settings.kafka_embedded:
+        print(
+            "topics: give a broker with --kafka HOST:PORT (or INTENT_STREAM_KAFKA)", file=sys.stderr
+        )
+        return 2
     wait_for_broker(settings)
     created = ensure_topics(settings)
     for spec in topic_specs(settings):

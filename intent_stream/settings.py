@@ -144,7 +144,8 @@ class Settings:
     )
     alerts_dlq_topic: str = _opt(
         "intent.sales-alerts.dlq.v1",
-        "Dead letters of the alert forwarder: alerts a webhook refused (4xx), with the status.",
+        "Dead letters of the alert forwarder, with the reason: alerts a webhook refused (3xx, "
+        "4xx but 408 and 429), gave up on (webhook_give_up) or that are not alerts.",
         group="topics",
     )
     transitions_topic: str = _opt(

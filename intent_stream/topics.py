@@ -115,7 +115,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             n,
             key="account id (UTF-8)",
             value="one Segment-spec event (JSON object), a JSON array of them, or {'batch': [...]};"
-            " the ingest agent writes {'src': [partition, offset], 'batch': [...]}",
+            " the ingest agent writes {'src': [[partition, offset, events], ...], 'batch': [...]}",
             schema="account-events.v1.json",
         ),
         TopicSpec(

@@ -90,3 +90,12 @@ def test_broker_wait_follows_the_kafka_wait_setting(capsys, monkeypatch, argv):
     monkeypatch.setenv("INTENT_STREAM_KAFKA_WAIT", "1")
     assert main([*argv, "--kafka", "127.0.0.1:1"]) == 1
     assert "did not answer within 1s" in capsys.readouterr().err
+
+
+def test_topics_list_needs_no_broker_and_create_needs_a_real_one(capsys):
+    assert main(["topics", "list", "--partitions", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "intent.events.v1" in out
+    assert "account-events.v1.json" in out
+    assert main(["topics", "create"]) == 2  # 'embedded' would create them on a throwaway broker
+    assert "--kafka HOST:PORT" in capsys.readouterr().err
