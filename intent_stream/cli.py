@@ -97,12 +97,16 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from intent_stream.demo import DemoOptions, run_demo
 
-    options = DemoOptions(
-        duration=args.duration,
-        accounts=args.accounts,
-        rate=args.rate,
-        seed=args.seed,
-    )
+    try:
+        options = DemoOptions(
+            duration=args.duration,
+            accounts=args.accounts,
+            rate=args.rate,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     return run_demo(_settings(args), options)
 
 

@@ -43,6 +43,23 @@ class DemoOptions:
     #: Half the anonymous visitors arrive without an account: identity resolution finds it.
     reveal_share: float = 0.5
 
+    def __post_init__(self) -> None:
+        """Reject what would show nothing (or never start): named as the command's options.
+
+        >>> DemoOptions(rate=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: --rate must be positive
+        """
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError("--duration must be positive (or left out: until Ctrl-C)")
+        if self.accounts < 1:
+            raise ValueError("--accounts must be at least 1")
+        if not self.rate > 0:
+            raise ValueError("--rate must be positive")
+        if not self.days_per_cohort > 0:
+            raise ValueError("days_per_cohort must be positive")
+
 
 @dataclass
 class _Counters:

@@ -74,6 +74,8 @@ class SimulateOptions:
     rate: float | None = None
 
     def __post_init__(self) -> None:
+        if self.accounts < 1:  # none would write nothing, or spin for ever with --cohorts 0
+            raise ValueError("--accounts must be at least 1")
         if self.cohorts < 0:
             raise ValueError("--cohorts must be 0 (until stopped) or more")
         if self.rate is not None and not self.rate > 0:

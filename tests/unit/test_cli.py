@@ -99,3 +99,17 @@ def test_topics_list_needs_no_broker_and_create_needs_a_real_one(capsys):
     assert "account-events.v1.json" in out
     assert main(["topics", "create"]) == 2  # 'embedded' would create them on a throwaway broker
     assert "--kafka HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--accounts", "0"], "demo: --accounts must be at least 1"),
+        (["demo", "--rate", "-5"], "demo: --rate must be positive"),
+        (["demo", "--duration", "0"], "demo: --duration must be positive"),
+    ],
+)
+def test_demo_refuses_options_that_would_show_nothing(capsys, argv, message):
+    # Checked before anything starts: no broker, no file.
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

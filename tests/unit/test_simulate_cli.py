@@ -96,7 +96,8 @@ def test_ending_now_places_the_window_before_the_current_time():
     ("args", "message"),
     [
         (["--days", "0"], "--days must be positive"),
-        (["--accounts", "-1"], "--accounts must be zero or more"),
+        (["--accounts", "-1"], "--accounts must be at least 1"),
+        (["--accounts", "0"], "--accounts must be at least 1"),
         (["--reveal-share", "1.5"], "--reveal-share must be between 0 and 1"),
         (["--cohorts", "-2"], "--cohorts must be 0"),
         (["--cohorts", "0"], "only makes sense when publishing"),
