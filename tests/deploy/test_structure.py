@@ -28,9 +28,6 @@ from .files import (
     rule_queries,
 )
 
-#: Engine commands compose runs that another branch adds to the CLI (the HTTP collector);
-#: the check below accepts them until that branch is merged, then they must exist for real.
-PENDING_COMMANDS = frozenset({"collector"})
 #: Published tags must name a release, not a moving target like ``latest`` or ``7``.
 PINNED = re.compile(r"^[a-z0-9./_-]+:v?\d+\.\d+(\.\d+)?$")
 
@@ -108,11 +105,29 @@ def _cli_has(command: str) -> bool:
     return True
 
 
+def test_the_image_copies_what_the_package_build_needs(compose):
+    import tomllib
+
+    dockerfile = REPO / compose["x-engine"]["build"]["dockerfile"]
+    copied = set()
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, _ = line.split()[1:]
+            copied.update(sources)
+    assert copied, "the Dockerfile copies nothing"
+    for source in copied:
+        assert (REPO / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {"pyproject.toml", project["readme"], *project.get("license-files", [])}
+    assert needed <= copied, f"pip install . in the image needs {sorted(needed - copied)}"
+    assert "intent_stream" in copied
+
+
 def test_compose_runs_commands_the_cli_has(services, capsys):
     for name, service in services.items():
         if "build" in service and "entrypoint" not in service:
             command = service["command"][0]
-            assert _cli_has(command) or command in PENDING_COMMANDS, f"{name} runs {command}"
+            assert _cli_has(command), f"{name} runs {command}"
     # The generator's whole command line must parse, not only its first word.
     generator = services["generator"]["command"]
     assert generator[0] == "simulate"
