@@ -166,6 +166,8 @@ def prepare_message(message: Mapping[str, Any], *, now: float | None = None) -> 
     ...
     intent_stream.client.InvalidMessage: bad_field: track needs 'event', ... (field 'event')
     """
+    if not isinstance(message, Mapping):  # e.g. a JSONL line holding an array or a number
+        raise InvalidMessage(Rejected("not_an_event", "a message must be a JSON object"))
     msg = dict(message)
     for name in ("timestamp", "originalTimestamp", "sentAt"):
         if name in msg:

@@ -424,22 +424,42 @@ def _bad(body: bytes, exc: Rejected, index: int | None = None) -> _Refusal:
 
 
 def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
-    """Inflate ``raw`` without ever holding more than ``limit`` + 1 bytes of output."""
+    """Inflate ``raw`` without ever holding more than ``limit`` + 1 bytes of output.
+
+    A gzip body may hold several members one after another (RFC 1952; what concatenating
+    gzip files gives): their data is joined, as ``gunzip`` does. Anything else after the
+    compressed data is refused rather than ignored.
+
+    >>> import gzip
+    >>> _decompress(gzip.compress(b'{"a": ') + gzip.compress(b"1}"), "gzip", 100)
+    b'{"a": 1}'
+    """
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits=wbits)
-    try:
-        out = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        raise _Refusal(
-            400, f"the body is not valid {encoding} data", "invalid_encoding", dead_letter=raw
-        ) from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(limit)
-    if not inflater.eof:
-        raise _Refusal(
-            400, f"the {encoding} body is truncated", "invalid_encoding", dead_letter=raw
-        )
-    return out
+    out, rest = b"", raw
+    while True:
+        inflater = zlib.decompressobj(wbits=wbits)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error:
+            raise _Refusal(
+                400, f"the body is not valid {encoding} data", "invalid_encoding", dead_letter=raw
+            ) from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _too_large(limit)
+        if not inflater.eof:
+            raise _Refusal(
+                400, f"the {encoding} body is truncated", "invalid_encoding", dead_letter=raw
+            )
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):  # the end, or the zero padding some writers add
+            return out
+        if encoding != "gzip":
+            raise _Refusal(
+                400,
+                f"the body has data after its {encoding} stream",
+                "invalid_encoding",
+                dead_letter=raw,
+            )
 
 
 class CollectorSite:

@@ -171,16 +171,26 @@ def parse_timestamp(value: Any, *, field: str = "timestamp") -> float:
     1767225600.0
     >>> parse_timestamp(1767225600000)
     1767225600.0
+    >>> parse_timestamp(1767225600000000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    intent_stream.events.Rejected: bad_timestamp: timestamp is after the year 3000 in epoch ...
     """
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise Rejected("bad_timestamp", "timestamp is not ISO-8601", field=field) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+        except (ValueError, OverflowError):  # not ISO-8601, or an offset past year 1 or 9999
+            raise Rejected("bad_timestamp", f"{field} is not ISO-8601", field=field) from None
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        if not value < MAX_EVENT_TIME * 1000.0:  # NaN and infinity too
+            raise Rejected(
+                "bad_timestamp",
+                f"{field} is after the year 3000 in epoch milliseconds",
+                field=field,
+            )
         return float(value) / 1000.0
     raise Rejected(
         "bad_timestamp",
@@ -223,12 +233,21 @@ def parse_event(obj: Any) -> Event:
         raise Rejected(
             "bad_field", f"the account id is longer than {MAX_ID_LENGTH}", field="groupId"
         )
-    stamp = obj.get("timestamp", obj.get("originalTimestamp"))
+    name = "timestamp" if "timestamp" in obj else "originalTimestamp"
+    stamp = obj.get(name)
     if stamp is None:
         raise Rejected("bad_timestamp", "an event needs a timestamp")
-    return Event(
-        account_id=account, ts=parse_timestamp(stamp), type=kind, person_id=person, body=obj
-    )
+    ts = _in_range(parse_timestamp(stamp, field=name), name)
+    return Event(account_id=account, ts=ts, type=kind, person_id=person, body=obj)
+
+
+def _in_range(ts: float, name: str) -> float:
+    """``ts`` if it falls in 2000-2999, else :class:`Rejected` (``bad_timestamp``)."""
+    if ts < MIN_EVENT_TIME:
+        raise Rejected("bad_timestamp", f"{name} is before the year 2000", field=name)
+    if not ts < MAX_EVENT_TIME:
+        raise Rejected("bad_timestamp", f"{name} is after the year 3000", field=name)
+    return ts
 
 
 #: Segment's own limit for one message; larger events are rejected as ``too_large``.
@@ -238,6 +257,9 @@ MAX_NAME_LENGTH = 200
 MAX_FUTURE_SKEW_S = 86_400.0
 #: Event times before 2000-01-01 are rejected: a seconds-for-milliseconds mistake, usually.
 MIN_EVENT_TIME = 946_684_800.0
+#: Event times from 3000-01-01 on are rejected: micro- or nanoseconds taken for
+#: milliseconds, usually (and times that dates could not be computed from).
+MAX_EVENT_TIME = 32_503_680_000.0
 _OBJECT_FIELDS = ("context", "properties", "traits", "integrations")
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 
@@ -345,7 +367,7 @@ def checked_event_time(
     ts = parse_timestamp(stamp)
     if check_size:
         _check_size(body)
-    if (max_skew and ts > received_at + max_skew) or ts < MIN_EVENT_TIME:
+    if (max_skew and ts > received_at + max_skew) or not MIN_EVENT_TIME <= ts < MAX_EVENT_TIME:
         _checked_time(ts, "timestamp", received_at, max_skew)  # raises
     return body, ts
 
@@ -491,6 +513,4 @@ def _checked_time(ts: float, name: str, received: float, max_skew: float) -> flo
             f"{name} is more than {max_skew:.0f}s after the event arrived",
             field=name,
         )
-    if ts < MIN_EVENT_TIME:
-        raise Rejected("bad_timestamp", f"{name} is before the year 2000", field=name)
-    return ts
+    return _in_range(ts, name)

@@ -37,6 +37,7 @@ crash (at-least-once) never applies an event twice.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -44,7 +45,13 @@ from typing import Any
 
 import orjson
 
-from intent_stream.events import Rejected, checked_event_time, decode_record
+from intent_stream.events import (
+    MAX_EVENT_TIME,
+    MIN_EVENT_TIME,
+    Rejected,
+    checked_event_time,
+    decode_record,
+)
 from intent_stream.identity import IdentityEdge, IdentityGraph, Pseudonymiser
 from intent_stream.pipeline import DeadLetter, dump_event, iso
 from intent_stream.topics import partition_for
@@ -135,6 +142,10 @@ class IngestProcessor:
             out.dead_letters.append(DeadLetter(exc.reason, exc.detail, value))
             return out
         big = value is not None and len(value) > 32_000
+        if not MIN_EVENT_TIME <= received_at < MAX_EVENT_TIME:
+            # The record's timestamp is its producer's to set (CreateTime): one that no
+            # date can be made of is replaced by this worker's clock, as a missing one is.
+            received_at = time.time()
         arrived = iso(received_at)
         max_skew, normalise = self.max_skew, self._normalise
         messages = out.messages

@@ -93,9 +93,12 @@ class ForgetRequest:
         try:
             body = orjson.loads(value)["forget"]
             nodes = tuple(str(n) for n in body["nodes"])
-            return cls(request_id=str(body["id"]), nodes=nodes, partitions=int(body["partitions"]))
+            partitions = body["partitions"]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+        if type(partitions) is not int or partitions < 1:  # a count (JSON integer, not bool)
+            return None
+        return cls(request_id=str(body["id"]), nodes=nodes, partitions=partitions)
 
 
 def is_forget(value: bytes | None) -> bool:

@@ -178,7 +178,16 @@ class RedisReadModel:
                 # Rendering costs ~0.2 ms an account: a flush of thousands would hold the
                 # event loop, and every agent's records, for a large part of a second.
                 await asyncio.sleep(0)
-            snap = self.render(view)
+            try:
+                snap = self.render(view)
+            except Exception as exc:  # one account's view must not cost the others theirs
+                logger.error(
+                    "cannot render the read-model view of account %s (%s: %s); skipped",
+                    account_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
             # Exact-size bytes: orjson's own buffer is several KiB whatever the snapshot's
             # size, and a flush holds thousands of them until Redis answers.
             rendered[account_id] = (json_bytes(snap), float(snap["intent_score"]))

@@ -233,7 +233,17 @@ async def _read_identity(engine: Engine, ready: asyncio.Event) -> None:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 for record in records:
-                    edge = IdentityEdge.from_bytes(record.key or b"", record.value)
+                    try:
+                        edge = IdentityEdge.from_bytes(record.key or b"", record.value)
+                    except (ValueError, KeyError, TypeError) as exc:  # not written by a worker
+                        logger.warning(
+                            "skipping an unreadable identity edge at %s[%d]@%d (%s)",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            type(exc).__name__,
+                        )
+                        continue
                     applied += engine.ingest.graph.apply(edge)
             if not ready.is_set():
                 positions = {tp: await consumer.position(tp) for tp in partitions}

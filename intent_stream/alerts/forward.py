@@ -150,7 +150,13 @@ class Forwarder:
 
     def _deliver(self, record: Any, received: ReceivedAlert, key: str) -> bool:
         settings = self.settings
-        body, content_type = webhook_body(received, self.options.fmt)
+        try:
+            body, content_type = webhook_body(received, self.options.fmt)
+        except Exception as exc:  # a value shaped unlike an alert: it must not wedge the rest
+            detail = f"cannot be formatted as {self.options.fmt}: {type(exc).__name__}: {exc}"
+            self._dead_letter(record, reason="invalid_alert", status=None, detail=detail)
+            logger.warning("alert %s %s; dead-lettered", received.alert_id, detail)
+            return True
         started = time.monotonic()
         retries = 0
         while True:

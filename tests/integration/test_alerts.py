@@ -357,6 +357,47 @@ def test_a_refused_alert_goes_to_the_alerts_dlq_and_does_not_block_the_others(
         assert request.body["data"]["alert_id"] == request.body["id"]
 
 
+def test_records_unlike_alerts_and_alerts_given_up_on_are_dead_lettered_with_their_reason(
+    alert_settings, producer, webhooks, start_forwarder, endpoints
+):
+    account = _accounts(1)[0]
+    good, hopeless = _alert(account, 1), _alert(account, 3)
+    # JSON objects with an id but shaped unlike an alert: no Slack message can be made.
+    odd = {"alert_id": f"odd-{uuid.uuid4().hex[:6]}", "account_id": account, "triggers": 5}
+
+    hook = webhooks()
+    settings = alert_settings.replace(webhook=hook.url)
+    _publish(producer, settings, [good])
+    producer.send(settings.alerts_topic, key=account.encode(), value=b"[1, 2]")  # not an alert
+    producer.send(settings.alerts_topic, key=account.encode(), value=orjson.dumps(odd))
+    producer.flush()
+    forwarder = start_forwarder(settings, group=f"{settings.app_id}-fwd")
+
+    wait_until(lambda: forwarder.deliveries("dead_lettered") == 2, timeout=60, what="2 letters")
+    wait_until(lambda: forwarder.deliveries("delivered") == 1, timeout=60, what="1 delivery")
+    assert hook.delivered() == Counter({good["alert_id"]: 1})
+    dead = read_topic(endpoints, settings.alerts_dlq_topic, count=2, timeout=30)
+    reasons = [dict(r.headers)["dlq.reason"] for r in dead]
+    assert reasons == [b"invalid_alert", b"invalid_alert"]
+    assert b"cannot be formatted as slack" in dict(dead[1].headers)["dlq.detail"]
+    assert dead[1].value == orjson.dumps(odd)  # the record's bytes, unchanged
+
+    # An alert the webhook keeps failing is given up on after webhook_give_up seconds.
+    hook_down = webhooks(lambda n, body: 500)
+    gave_up_settings = alert_settings.replace(webhook=hook_down.url, webhook_give_up=2.0)
+    _publish(producer, gave_up_settings, [hopeless])
+    stopped = forwarder.stop()
+    assert stopped == 0, forwarder.log()[-2000:]
+    second = start_forwarder(gave_up_settings, group=f"{settings.app_id}-fwd")
+    wait_until(lambda: second.deliveries("dead_lettered") == 1, timeout=60, what="give up")
+    dead = read_topic(endpoints, settings.alerts_dlq_topic, count=3, timeout=30)
+    last = dict(dead[-1].headers)
+    assert last["dlq.reason"] == b"gave_up"
+    assert last["dlq.status"] == b"500"
+    assert len(hook_down.requests) >= 2  # retried before giving up
+    assert second.count("intent_stream_webhook_failures_total", kind="http_5xx") >= 2
+
+
 def test_tail_prints_the_alerts_as_json_and_as_lines(alert_settings, producer, tmp_path):
     settings = alert_settings
     alerts = [_alert(a) for a in _accounts(3)]

@@ -228,3 +228,29 @@ def test_a_repeated_message_id_is_forwarded_once(settings, start_worker, produce
     producer.flush()
     events = _forwarded(endpoints, settings, count=2)
     assert sorted(e["messageId"] for e in events) == [f"{tag}-m1", f"{tag}-m2"]
+
+
+def test_unreadable_identity_edges_are_skipped_and_ingest_still_starts(
+    settings, start_worker, producer, endpoints
+):
+    from intent_stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    # Records no worker wrote (the identity topic is internal, but anyone may write to it).
+    for key, value in ((b"person|anon:x", b"not json"), (b"\xff", None), (b"p|n", b"[1]")):
+        producer.send(settings.identity_topic, key=key, value=value, partition=0)
+    producer.flush()
+    worker = start_worker(settings)
+    tag = uuid.uuid4().hex[:6]
+    event = {
+        "type": "page",
+        "userId": f"u-{tag}",
+        "messageId": f"{tag}-1",
+        "timestamp": T0,
+        "context": {"groupId": f"edges-{tag}.example"},
+    }
+    _send_raw(producer, settings, f"u-{tag}", orjson.dumps(event))
+    producer.flush()
+    (forwarded,) = _forwarded(endpoints, settings, count=1)
+    assert forwarded["messageId"] == f"{tag}-1"
+    assert worker.log().count("skipping an unreadable identity edge") == 3

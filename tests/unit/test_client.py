@@ -119,3 +119,11 @@ def test_prepare_message_rejects_with_a_value_error_naming_the_field(message, re
     assert isinstance(info.value, ValueError)
     assert (info.value.reason, info.value.field) == (reason, field)
     assert repr(field) in str(info.value)
+
+
+@pytest.mark.parametrize("message", [[1, 2], 5, "ab", [["type", "page"], ["anonymousId", "a"]]])
+def test_prepare_message_rejects_what_is_not_an_object(message):
+    # A JSONL line holding an array, a number or a string: a bad line, not a crash of send.
+    with pytest.raises(InvalidMessage) as info:
+        prepare_message(message)
+    assert info.value.reason == "not_an_event"

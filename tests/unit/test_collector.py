@@ -108,10 +108,28 @@ def test_decompress_stops_at_the_limit_without_inflating_everything():
     assert info.value.status == 413
 
 
-@pytest.mark.parametrize("raw", [b"not gzip at all", gzip.compress(b"x" * 100)[:20]])
-def test_decompress_refuses_broken_or_truncated_data_and_keeps_it_for_the_dlq(raw):
+def test_decompress_joins_gzip_members_and_counts_them_all_against_the_limit():
+    two = gzip.compress(b'{"batch": [') + gzip.compress(b"]}")
+    assert _decompress(two + b"\0\0", "gzip", 1024) == b'{"batch": []}'
     with pytest.raises(_Refusal) as info:
-        _decompress(raw, "gzip", 1024)
+        _decompress(gzip.compress(b"x" * 600) + gzip.compress(b"y" * 600), "gzip", 1000)
+    assert info.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding"),
+    [
+        (b"not gzip at all", "gzip"),
+        (gzip.compress(b"x" * 100)[:20], "gzip"),
+        (gzip.compress(b"{}") + b"trailing", "gzip"),
+        (zlib.compress(b"{}") + b"trailing", "deflate"),
+    ],
+)
+def test_decompress_refuses_broken_truncated_or_trailed_data_and_keeps_it_for_the_dlq(
+    raw, encoding
+):
+    with pytest.raises(_Refusal) as info:
+        _decompress(raw, encoding, 1024)
     assert (info.value.status, info.value.reason) == (400, "invalid_encoding")
     assert info.value.dead_letter == raw
 

@@ -276,3 +276,33 @@ def test_a_value_json_cannot_carry_is_rejected_not_raised():
             check_message(body, check_size=True)
         assert info.value.reason == "invalid_json"
         assert info.value.field == "event"
+
+
+#: Times no date can be made of, or that are a unit mistake (micro- or nanoseconds).
+ABSURD_TIMES = [
+    1e300,
+    18446744073709551615,
+    1_767_225_600_000_000,
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "9999-12-31T23:59:59Z",
+    "1999-12-31T23:59:59Z",
+]
+
+
+@pytest.mark.parametrize("stamp", ABSURD_TIMES)
+def test_the_scorer_rejects_times_outside_2000_to_3000(stamp):
+    # Records written straight to the account topic skip ingest's checks: the scorer's own
+    # must keep an event time that no date can be made of out of the account's state.
+    with pytest.raises(Rejected) as caught:
+        parse_event(_event(timestamp=stamp))
+    assert caught.value.reason == "bad_timestamp"
+    assert caught.value.field == "timestamp"
+
+
+@pytest.mark.parametrize("stamp", ABSURD_TIMES)
+@pytest.mark.parametrize("max_skew", [0.0, 86_400.0])
+def test_ingest_rejects_times_outside_2000_to_3000_whatever_the_skew_allowed(stamp, max_skew):
+    with pytest.raises(Rejected) as caught:
+        checked_event_time(_event(timestamp=stamp), received_at=1.8e9, max_skew=max_skew)
+    assert caught.value.reason == "bad_timestamp"

@@ -234,3 +234,12 @@ def test_a_partition_about_to_pass_max_bytes_goes_out_first():
     (first,) = big.add(0, 2, {0: [_forwarded("a", 2)]})
     assert first.events == 1
     assert [r.events for r in big.drain()] == [1]
+
+
+def test_a_record_timestamp_no_date_can_be_made_of_is_replaced_by_the_clock():
+    # The Kafka record's timestamp is whatever its producer set (CreateTime).
+    p = _processor()
+    checked = p.check(orjson.dumps(_page(T0, anonymousId="a")), received_at=9.2e15)
+    assert not checked.dead_letters
+    (message,) = checked.messages
+    assert message.body["receivedAt"].startswith("20")

@@ -77,6 +77,15 @@ def test_an_unreadable_control_record_is_a_dead_letter():
     assert [d.reason for d in result.dead_letters] == ["bad_control"]
 
 
+def test_a_forget_with_no_partitions_is_a_dead_letter_not_a_crash():
+    proc, table, _ = _table_with("ann")
+    before = orjson.dumps(table)
+    value = b'{"forget": {"id": "r", "nodes": ["user:ann"], "partitions": 0}}'
+    result = proc.process(table, value=value, partition=0, offset=9)
+    assert [d.reason for d in result.dead_letters] == ["bad_control"]
+    assert orjson.dumps(table) == before
+
+
 def test_events_after_the_forget_are_counted_again():
     proc = AccountProcessor(
         model=IntentModel(), policy=HotLeadPolicy(enter=70, exit=50, cooldown_s=1)
@@ -120,3 +129,7 @@ def test_control_records_are_never_mistaken_for_events():
     assert not is_forget(None)
     assert not is_forget(orjson.dumps({"type": "track", "forget": True}))
     assert ForgetRequest.from_bytes(b'{"forget": "nope"}') is None
+    # A partition count that routes nothing (or divides by zero) is not a request either.
+    for partitions in (0, -3, True, 2.5, "4"):
+        body = {"forget": {"id": "r", "nodes": ["user:u1"], "partitions": partitions}}
+        assert ForgetRequest.from_bytes(orjson.dumps(body)) is None, partitions

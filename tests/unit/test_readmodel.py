@@ -103,3 +103,27 @@ def test_a_newer_view_replaces_a_snapshot_that_failed():
     assert sets[account_key("t:", "a")] == {"intent_score": 30.0}
     assert sets[account_key("t:", "b")] == {"intent_score": 20.0}
     assert renders == [10.0, 20.0, 30.0]
+
+
+def test_a_view_that_cannot_be_rendered_costs_only_its_own_account(caplog):
+    client = _Client()
+    client.down = False
+
+    def render(view: _View) -> dict[str, Any]:
+        if view.score < 0:
+            raise ValueError("year 10000 is out of range")
+        return {"intent_score": view.score}
+
+    model = RedisReadModel(
+        client,  # type: ignore[arg-type]
+        prefix="t:",
+        metrics=Metrics(CollectorRegistry()),
+        render=render,
+        clock=lambda: 0.0,
+    )
+    model.update({"a": _View(10.0), "bad": _View(-1.0), "b": _View(20.0)})
+    assert asyncio.run(model.flush()) == 2
+    (commands,) = client.executed
+    assert ("zadd", by_score_key("t:"), {"a": 10.0, "b": 20.0}) in commands
+    assert "account bad (ValueError: year 10000 is out of range)" in caplog.text
+    assert model.pending == 0

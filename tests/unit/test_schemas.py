@@ -33,6 +33,7 @@ ACCOUNT = "account-events.v1.json"
 ALERT = "sales-alert.v1.json"
 EDGE = "identity-edge.v1.json"
 T0 = 1_795_000_000.0
+T0_MS = int(T0 * 1000)  # the same time in epoch milliseconds
 
 
 @cache
@@ -171,7 +172,7 @@ def test_records_written_directly_to_the_account_topic_need_an_account_and_a_tim
         "context": {"groupId": "acme.com"},
         "properties": {"path": "/pricing"},
     }
-    group = {"type": "group", "userId": "p1", "groupId": "acme.com", "originalTimestamp": 1}
+    group = {"type": "group", "userId": "p1", "groupId": "acme.com", "originalTimestamp": T0_MS}
     for record in (event, [event, group], {"batch": [event, group]}):
         _assert_valid(ACCOUNT, record)
         events, _ = decode_record(orjson.dumps(record))
@@ -179,10 +180,13 @@ def test_records_written_directly_to_the_account_topic_need_an_account_and_a_tim
     no_account = {**event, "context": {}}
     no_time = {k: v for k, v in event.items() if k != "timestamp"}
     null_time = {**event, "timestamp": None, "originalTimestamp": iso(T0)}
-    for bad in (no_account, no_time, null_time):
+    # Times outside 2000-2999 (seconds or microseconds taken for milliseconds, usually).
+    out_of_range = [{**event, "timestamp": t} for t in (1, T0, T0_MS * 1000, "1999-12-31")]
+    for bad in (no_account, no_time, null_time, *out_of_range):
         assert not _accepts(parse_event, bad)
         assert not _valid(ACCOUNT, bad)
         assert not _valid(ACCOUNT, {"batch": [event, bad]})
+    for bad in (no_account, no_time, null_time):
         assert _valid(RAW, bad)  # the raw topic needs neither: ingest resolves the account
     # A forwarded batch carries src and normalised messages; a bad src is refused by both.
     for src in ([0], [[0, 1]], [[0, 1, 0]], [[0, 1, 1], 3]):
