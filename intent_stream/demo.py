@@ -72,11 +72,16 @@ class _Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _cohorts(options: DemoOptions) -> Iterator[dict[str, Any]]:
-    """Simulated events forever: one cohort of accounts after another, in event time."""
+def _first_start(options: DemoOptions) -> datetime:
+    """Where the simulated clock starts: one cohort's days before now."""
+    return datetime.now(UTC) - timedelta(days=options.days_per_cohort)
+
+
+def _cohorts(options: DemoOptions, start: datetime) -> Iterator[dict[str, Any]]:
+    """Simulated events forever from ``start``: one cohort of accounts after another, in
+    event time."""
     from intent_stream.simulate import SimulationConfig, simulate
 
-    start = datetime.now(UTC) - timedelta(days=options.days_per_cohort)
     cohort = 0
     while True:
         config = SimulationConfig(
@@ -90,25 +95,29 @@ def _cohorts(options: DemoOptions) -> Iterator[dict[str, Any]]:
         cohort += 1
 
 
-def _clock_note(options: DemoOptions) -> str:
+def _clock_note(options: DemoOptions, start: datetime) -> str:
     """How the demo's simulated clock runs, so that its dates (past, then future) make sense.
 
-    >>> _clock_note(DemoOptions(days_per_cohort=90))  # doctest: +ELLIPSIS
+    >>> options = DemoOptions(days_per_cohort=90)
+    >>> _clock_note(options, _first_start(options))  # doctest: +ELLIPSIS
     'the dates shown are simulated time: it starts 90 days ago (...) and runs on ...'
     """
-    start = (datetime.now(UTC) - timedelta(days=options.days_per_cohort)).date()
     return (
         f"the dates shown are simulated time: it starts {options.days_per_cohort:.0f} days ago "
-        f"({start.isoformat()}) and runs on {options.days_per_cohort:.0f} days per cohort, "
+        f"({start.date().isoformat()}) and runs on {options.days_per_cohort:.0f} days per cohort, "
         "much faster than the wall clock, into the future"
     )
 
 
 def _produce(
-    settings: Settings, options: DemoOptions, counters: _Counters, stop: threading.Event
+    settings: Settings,
+    options: DemoOptions,
+    start: datetime,
+    counters: _Counters,
+    stop: threading.Event,
 ) -> None:
-    """Publish events to the raw topic at ``options.rate`` as a tracker would: one record per
-    visitor partition per tick, holding a Segment batch."""
+    """Publish events from ``start`` on to the raw topic at ``options.rate`` as a tracker
+    would: one record per visitor partition per tick, holding a Segment batch."""
     from kafka import KafkaProducer
 
     from intent_stream.client import route_records
@@ -116,7 +125,7 @@ def _produce(
     producer = KafkaProducer(**kafka_client_options(settings, client_id="intent-demo"), linger_ms=5)
     tick = 0.1
     per_tick = max(1, int(options.rate * tick))
-    events = _cohorts(options)
+    events = _cohorts(options, start)
     try:
         next_tick = time.monotonic()
         while not stop.is_set():
@@ -316,17 +325,18 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         print(f"  broker {settings.kafka}   redis {settings.redis}", flush=True)
         print(f"  worker pid {worker.pid}, metrics {metrics_url}, log {log_path}", flush=True)
         _wait_for_worker(metrics_url, worker, log_path, timeout=60)
+        start = _first_start(options)
         print(
             f"  publishing simulated journeys of {options.accounts} accounts per cohort at "
             f"{options.rate:.0f} events/s; alerts (HOT LEAD) and stage changes (STAGE: "
             f"purchase, customer, at_risk, churned) appear below as read back from "
             f"{settings.alerts_topic} and {settings.transitions_topic}; "
-            f"{_clock_note(options)}\n",
+            f"{_clock_note(options, start)}\n",
             flush=True,
         )
         threads = [
             threading.Thread(
-                target=_produce, args=(settings, options, counters, stop), daemon=True
+                target=_produce, args=(settings, options, start, counters, stop), daemon=True
             ),
             threading.Thread(
                 target=_consume_alerts, args=(settings, counters, stop, out), daemon=True
