@@ -2,7 +2,8 @@
 
 Each :class:`~intent_stream.topics.TopicSpec` names its schema file (``None`` where a topic
 carries other records' bytes unchanged, or is a Faust changelog). Schemas refer to each other
-by relative ``$ref`` (``raw-record.v1.json`` uses ``segment-message.v1.json``), so a validator
+by relative ``$ref`` (``raw-record.v1.json`` uses ``segment-message.v1.json`` and
+``account-events.v1.json``), so a validator
 needs the whole directory: :func:`schema_names` lists it.
 
 >>> load_schema("segment-message.v1.json")["title"]
