@@ -552,6 +552,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         broker=[f"kafka://{host}" for host in settings.kafka.split(",")],
         broker_credentials=faust_broker_credentials(settings),
         store=settings.store,
+        # Faust's default of one standby would have every worker replay the others' table
+        # changelogs into its own store (see the setting): counted as its accounts, kept in
+        # its memory, and for the memory store of no use at a take-over.
+        table_standby_replicas=settings.standby_replicas,
         datadir=datadir,
         autodiscover=False,
         topic_partitions=settings.partitions,

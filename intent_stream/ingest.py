@@ -318,13 +318,23 @@ class IngestProcessor:
             else:
                 result.expired += 1
 
-    def sweep(self, pending: MutableMapping[str, Any], *, now: float, limit: int = 1000) -> int:
-        """Drop up to ``limit`` visitors whose newest waiting event is older than the
-        look-back at event time ``now``; return how many events were dropped."""
+    def sweep(
+        self, pending: MutableMapping[str, Any], *, now: float, partition: int, limit: int = 1000
+    ) -> int:
+        """Drop up to ``limit`` visitors of raw ``partition`` whose newest waiting event is
+        older than the look-back at event time ``now``; return how many events were dropped.
+
+        An entry belongs to the partition of the raw record that last wrote it (its ``off``),
+        whose changelog holds it: the sweep runs inside that partition's writes, so each
+        tombstone lands beside the value it deletes, and entries of partitions another
+        worker holds now are not this worker's to delete.
+        """
         dropped = 0
         stale = []
         for node, entry in pending.items():
             events = entry["events"]
+            if entry["off"][0] != partition:
+                continue
             if not events or events[-1][0] < now - self.lookback:
                 stale.append((node, len(events)))
                 if len(stale) >= limit:

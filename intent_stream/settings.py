@@ -169,6 +169,14 @@ class Settings:
     store: str = _opt(
         "memory://", "Faust table store (memory:// or rocksdb:// if installed).", group="worker"
     )
+    standby_replicas: int = _opt(
+        0,
+        "Standby copies of each table partition that other workers keep up to date, so a "
+        "take-over need not replay the changelog. Only with rocksdb:// (which keeps its "
+        "read offsets): the memory store replays a partition's whole changelog whenever it "
+        "is assigned, so a standby copy would cost CPU and memory for nothing.",
+        group="worker",
+    )
     data_dir: str = _opt(
         "",
         "Directory for Faust's local data; empty means a temporary directory, removed when "
@@ -562,6 +570,13 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('kafka_wait')} must be 0 or more (got {s.kafka_wait})"
     if s.session_timeout <= 0:
         yield f"{env_name('session_timeout')} must be positive (got {s.session_timeout})"
+    if s.standby_replicas < 0:
+        yield f"{env_name('standby_replicas')} must be 0 or more (got {s.standby_replicas})"
+    elif s.standby_replicas and s.store.startswith("memory:"):
+        yield (
+            f"{env_name('standby_replicas')} must be 0 with the memory store (it replays a "
+            f"partition's changelog whenever it is assigned); use {env_name('store')}=rocksdb://"
+        )
     if not 0 <= s.alert_exit <= s.alert_enter <= 100:
         yield (
             f"need 0 <= {env_name('alert_exit')} <= {env_name('alert_enter')} <= 100 "

@@ -143,7 +143,9 @@ class JsonTable(MutableMapping[str, Any]):
             raw[key] = data
             return
         send(partition, key, data)
-        raw.data[key] = data  # type: ignore[attr-defined]  # the Faust table's store
+        store = raw.data  # type: ignore[attr-defined]  # the Faust table's store
+        store[key] = data
+        _owned(store, key, partition)
         # What Faust's own write does next: count the write for its sensors (the table
         # operations metric). The accounts table has no key TTL to set.
         on_set = getattr(raw, "_sensor_on_set", None)
@@ -169,7 +171,9 @@ class JsonTable(MutableMapping[str, Any]):
         if self.partition is None or send is None:
             del raw[key]
             return
-        del raw.data[key]  # type: ignore[attr-defined]  # the Faust table's store
+        store = raw.data  # type: ignore[attr-defined]  # the Faust table's store
+        del store[key]
+        _owned(store, key, None)
         send(self.partition, key, None, value_serializer="raw")  # the tombstone
         on_del = getattr(raw, "_sensor_on_del", None)
         if on_del is not None:
@@ -183,6 +187,32 @@ class JsonTable(MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         return key in self.raw
+
+
+def _owned(store: Any, key: str, partition: int | None) -> None:
+    """Record (or forget) which changelog partition ``key`` was written to in ``store``.
+
+    Faust's memory store drops, when a rebalance's recovery completes, the keys of the
+    partitions this worker no longer holds, but it knows a key's partition only from the
+    changelog messages it recovered: keys this worker wrote itself would outlive the loss
+    of their partition and be counted, swept and held in memory as if still its own. Its
+    map of key to partition is private to it (``_key_partition``); other stores (rocksdb)
+    keep a database per partition and need nothing.
+
+    >>> class Store(dict):
+    ...     def __init__(self) -> None:
+    ...         self._key_partition: dict[str, int] = {}
+    >>> s = Store(); _owned(s, "a", 3); _owned(s, "b", 1); _owned(s, "b", None)
+    >>> s._key_partition
+    {'a': 3}
+    """
+    where = getattr(store, "_key_partition", None)
+    if not isinstance(where, dict):
+        return
+    if partition is None:
+        where.pop(key, None)
+    else:
+        where[key] = partition
 
 
 #: The stage name in an account document: pipeline writes ``"stage": {"s": NAME, ...}``.

@@ -81,7 +81,9 @@ def register(engine: Engine) -> None:
                         )
                         records += 1
                         if records % _SWEEP_EVERY == 0 and check.messages:
-                            expired = processor.sweep(pending, now=check.messages[-1].ts)
+                            expired = processor.sweep(
+                                pending, now=check.messages[-1].ts, partition=message.partition
+                            )
                             metrics.pending_events.labels(outcome="expired").inc(expired)
                     full = forwards.add(message.partition, message.offset, result.forwards)
                     await _forward(engine, full)

@@ -136,6 +136,51 @@ def test_a_survivor_takes_over_a_killed_workers_partitions_with_complete_state(
     )
 
 
+def test_a_worker_holds_and_counts_only_the_partitions_it_is_assigned(
+    settings, start_worker, producer, tmp_path
+):
+    # Faust's default standby copy of the other worker's partitions, and the memory store
+    # keeping keys a worker wrote to partitions a rebalance took away, each had every worker
+    # count (and hold) every account.
+    settings = settings.replace(max_clock_skew=0.0)
+    n = 200
+    first = workload(accounts=n, per_account=10, hot=0, per_record=2)
+    a = start_worker(settings.replace(data_dir=str(tmp_path / "a")))
+    publish(producer, settings.raw_topic, first.records)
+    assert wait_for_counts(settings, first.sent, timeout=120, workers=[a]) == dict(first.sent)
+    wait_until(
+        lambda: metric(a, "intent_stream_accounts") == n,
+        timeout=30,
+        what="the only worker counting every account",
+    )
+
+    b = start_worker(settings.replace(web_port=free_port(), data_dir=str(tmp_path / "b")))
+
+    def split(name: str) -> tuple[float, float] | None:
+        held = metric(a, name), metric(b, name)
+        return held if 0 < held[0] < n and 0 < held[1] < n and sum(held) == n else None
+
+    wait_until(lambda: split("intent_stream_accounts"), timeout=90, what="the accounts split")
+    # More events for every account, one a record: thousands of changelog messages, more
+    # than a standby copy buffers before it applies them; the split holds.
+    second = workload(accounts=sorted(first.sent), per_account=30, hot=0, per_record=1,
+                      start=T0 + 1_000)  # fmt: skip
+    publish(producer, settings.raw_topic, second.records)
+    total = first.sent + second.sent
+    assert wait_for_counts(settings, total, timeout=120, workers=[a, b]) == dict(total)
+    for handle in (a, b):
+        wait_until(
+            lambda h=handle: metric(h, "intent_stream_records_processed_total") > 0,
+            timeout=30,
+            what="both workers scoring",
+        )
+    held = wait_until(
+        lambda: split("intent_stream_stage_accounts"), timeout=30, what="the stage counts split"
+    )
+    assert split("intent_stream_accounts") is not None
+    print(f"\nassignment: accounts held {held[0]:.0f} + {held[1]:.0f} = {n}")
+
+
 POISON = [
     b"{not json",
     b"[1, 2, 3]",

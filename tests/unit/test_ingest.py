@@ -119,8 +119,21 @@ def test_sweep_drops_visitors_idle_for_longer_than_the_lookback():
     pending: dict = {}
     _route(p, [_page(T0, anonymousId="old")], pending, 1)
     _route(p, [_page(T0 + 10 * DAY, anonymousId="new")], pending, 2)
-    assert p.sweep(pending, now=T0 + 10 * DAY) == 1
+    assert p.sweep(pending, now=T0 + 10 * DAY, partition=0) == 1
     assert list(pending) == ["anon:new"]
+
+
+def test_sweep_deletes_only_the_entries_of_its_own_raw_partition():
+    # Each entry's tombstone must go to the changelog partition holding it, and entries of a
+    # partition another worker took over are not this one's to delete.
+    p = _processor()
+    pending: dict = {}
+    _route(p, [_page(T0, anonymousId="here")], pending, 1, partition=0)
+    _route(p, [_page(T0, anonymousId="there")], pending, 1, partition=3)
+    assert p.sweep(pending, now=T0 + 10 * DAY, partition=0) == 1
+    assert list(pending) == ["anon:there"]
+    assert p.sweep(pending, now=T0 + 10 * DAY, partition=3) == 1
+    assert pending == {}
 
 
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)

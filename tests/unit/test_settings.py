@@ -43,6 +43,19 @@ def test_bad_value_names_the_variable():
         Settings(redis="localhost:6379")
 
 
+def test_standby_replicas_need_a_store_that_keeps_its_offsets():
+    from intent_stream.app import create_app
+
+    with pytest.raises(SettingsError, match="INTENT_STREAM_STANDBY_REPLICAS must be 0 with"):
+        Settings(standby_replicas=1)
+    with pytest.raises(SettingsError, match="INTENT_STREAM_STANDBY_REPLICAS must be 0 or more"):
+        Settings(standby_replicas=-1)
+    assert Settings(standby_replicas=1, store="rocksdb://").standby_replicas == 1
+    # Faust's own default is one standby: the worker asks for the setting's.
+    engine = create_app(Settings(kafka="127.0.0.1:1", redis="redis://127.0.0.1:1/0"))
+    assert engine.app.conf.table_standby_replicas == 0
+
+
 def test_secrets_are_masked_everywhere_they_are_shown():
     s = Settings(redis_password="hunter2")
     assert "hunter2" not in repr(s)
