@@ -292,7 +292,7 @@ class Metrics:
         )
         self.redis_pending = Gauge(
             p + "redis_pending_accounts",
-            "Changed accounts waiting to be written to Redis.",
+            "Changed accounts (and identity entries) waiting to be written to Redis.",
             registry=registry,
         )
         # Journey stages. ``stage``, ``from`` and ``to`` take the configured stage names (a

@@ -123,6 +123,15 @@ def test_the_image_copies_what_the_package_build_needs(compose):
     assert "intent_stream" in copied
 
 
+def test_the_image_runs_as_an_unprivileged_user(compose):
+    dockerfile = REPO / compose["x-engine"]["build"]["dockerfile"]
+    users = [
+        line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER ")
+    ]
+    assert users, "the engine's image sets no USER: it runs as root"
+    assert users[-1] not in {"root", "0"}, "the engine's image runs as root"
+
+
 def test_compose_runs_commands_the_cli_has(services, capsys):
     for name, service in services.items():
         if "build" in service and "entrypoint" not in service:
