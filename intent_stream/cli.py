@@ -13,7 +13,8 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import textwrap
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,12 +62,18 @@ _GROUP_TITLES = {
 }
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
-    """One flag per setting in ``groups``, with its variable and default in the help."""
+def _add_setting_flags(
+    parser: argparse.ArgumentParser,
+    groups: Sequence[str],
+    *,
+    only: Collection[str] | None = None,
+) -> None:
+    """One flag per setting in ``groups`` (and, if given, named in ``only``), with its
+    variable and default in the help."""
     made: dict[str, argparse._ArgumentGroup] = {}
     for f in setting_fields():
         group = f.metadata["group"]
-        if group not in groups:
+        if group not in groups or (only is not None and f.name not in only):
             continue
         if group not in made:
             made[group] = parser.add_argument_group(f"settings: {_GROUP_TITLES[group]}")
@@ -346,6 +353,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return usage(str(exc))
+    if args.wait is not None and not args.wait >= 0:
+        return usage("--wait must be 0 or more seconds")
+    if args.output == "" or args.truth == "":
+        return usage("--output and --truth need a file name")
     settings = _settings(args)
     if args.output is not None:
         if args.kafka is not None:
@@ -354,8 +365,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             return usage("--rate paces publishing to Kafka; a file is written at full speed")
         output = Path(args.output)
         truth = Path(args.truth) if args.truth else truth_path_for(output)
-        if not output.parent.is_dir():
-            return usage(f"cannot write {output}: no directory {output.parent}")
         try:
             summary = write_simulation(options, output, truth=truth)
         except ValueError as exc:
@@ -391,6 +400,9 @@ def _simulate_to_kafka(
         return 2
     if args.truth and not Path(args.truth).parent.is_dir():
         print(f"simulate: cannot write {args.truth}: no such directory", file=sys.stderr)
+        return 2
+    if args.truth and Path(args.truth).is_dir():
+        print(f"simulate: cannot write {args.truth}: it is a directory", file=sys.stderr)
         return 2
     wait_for_broker(settings, timeout=args.wait)
     ensure_topics(settings)
@@ -855,12 +867,21 @@ def _add_simulate_parser(sub: Any) -> None:
     simulate = sub.add_parser(
         "simulate",
         help="simulated B2B buyer journeys, to a JSONL file or to the raw topic",
-        description="Simulate B2B accounts (firmographics, buying committees, anonymous "
-        "browsing before identification, a hidden stage progression with noise, outcomes) as "
-        "Segment-spec events, seeded and deterministic. With --output the events go to a "
-        "JSONL file and the ground truth (one JSON object per account) beside it; with "
-        "--kafka they are published to the raw topic, routed by visitor as the collector "
-        "does, with a progress line on stderr.",
+        description=textwrap.fill(
+            "Simulate B2B accounts (firmographics, buying committees, anonymous browsing "
+            "before identification, a hidden stage progression with noise, outcomes) as "
+            "Segment-spec events, seeded and deterministic. With --output the events go to "
+            "a JSONL file and the ground truth (one JSON object per account) beside it; with "
+            "--kafka they are published to the raw topic, routed by visitor as the "
+            "collector does, with a progress line on stderr.",
+            78,
+        ),
+        epilog="examples:\n"
+        "  intent-stream simulate --accounts 2000 --days 90 --seed 7 --output journeys.jsonl\n"
+        "  intent-stream simulate --accounts 2000 --seed 7 --kafka localhost:9094 --rate 2000\n"
+        "  intent-stream simulate --cohorts 0 --ending-now --kafka localhost:9094 --rate 200\n"
+        "\n--rate, --wait and the settings flags apply when publishing (--kafka).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     simulate.add_argument(
         "--accounts", type=int, default=200, metavar="N", help="accounts per cohort (200)"
@@ -923,7 +944,14 @@ def _add_simulate_parser(sub: Any) -> None:
         help="how long to wait for the broker to answer before giving up (default: "
         "--kafka-wait, INTENT_STREAM_KAFKA_WAIT, 60)",
     )
-    _add_setting_flags(simulate, ["connections", "topics", "worker"])
+    # What publishing uses: the broker and its security, the topics it creates and writes,
+    # and the app id (the producer's client id); not Redis, nor the worker's tuning.
+    publishing = {"app_id"} | {
+        f.name
+        for f in setting_fields()
+        if f.metadata["group"] == "topics" or f.name.startswith("kafka")
+    }
+    _add_setting_flags(simulate, ["connections", "topics", "worker"], only=publishing)
     simulate.set_defaults(func=_cmd_simulate)
 
 

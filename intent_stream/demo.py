@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -55,7 +56,7 @@ class DemoOptions:
             raise ValueError("--duration must be positive (or left out: until Ctrl-C)")
         if self.accounts < 1:
             raise ValueError("--accounts must be at least 1")
-        if not self.rate > 0:
+        if not (self.rate > 0 and math.isfinite(self.rate)):
             raise ValueError("--rate must be positive")
         if not self.days_per_cohort > 0:
             raise ValueError("days_per_cohort must be positive")
@@ -90,6 +91,7 @@ def _cohorts(options: DemoOptions, start: datetime) -> Iterator[dict[str, Any]]:
             seed=options.seed + cohort,
             start=start + timedelta(days=options.days_per_cohort * cohort),
             reveal_share=options.reveal_share,
+            first_index=options.accounts * cohort,  # ids unique across cohorts
         )
         yield from simulate(config)
         cohort += 1

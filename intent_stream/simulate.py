@@ -80,6 +80,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from intent_stream.events import MAX_EVENT_TIME, MIN_EVENT_TIME
+
 __all__ = [
     "HIGH_INTENT_EVENTS",
     "KINDS",
@@ -153,13 +155,21 @@ class SimulationConfig:
         before they are identified, as reverse-IP enrichment would give; the others' events
         carry no account until the visitor is identified (the engine's identity resolution
         then attributes them). Chosen per cookie, without touching the random stream.
+    first_index : int
+        Number in the first account's id (``falcon-7.example``); the accounts are numbered
+        from it. Cohorts of one run continue each other's numbering, so that no two of their
+        accounts share an id (:func:`intent_stream.simulate_cli.cohort_configs`).
 
     >>> SimulationConfig(accounts=5).start_ms
     1767225600000
     >>> SimulationConfig(days=0)
     Traceback (most recent call last):
     ...
-    ValueError: days must be positive
+    ValueError: days must be positive (and finite)
+    >>> SimulationConfig(start=datetime(1999, 6, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: start must be in 2000 or later (the engine rejects earlier events)
     """
 
     accounts: int = 200
@@ -168,18 +178,28 @@ class SimulationConfig:
     start: datetime | None = None
     buyer_share: float = 0.25
     reveal_share: float = 1.0
+    first_index: int = 0
 
     def __post_init__(self) -> None:
         if self.accounts < 0:
             raise ValueError("accounts must be zero or more")
-        if not self.days > 0:
-            raise ValueError("days must be positive")
+        if not (self.days > 0 and math.isfinite(self.days)):
+            raise ValueError("days must be positive (and finite)")
+        if self.first_index < 0:
+            raise ValueError("first_index must be zero or more")
         if not 0.0 <= self.buyer_share <= 1.0:
             raise ValueError("buyer_share must be between 0 and 1")
         if not 0.0 <= self.reveal_share <= 1.0:
             raise ValueError("reveal_share must be between 0 and 1")
         if self.start is not None and self.start.tzinfo is None:
             object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
+        # The engine dead-letters event times outside the years 2000-2999.
+        if self.start_ms < MIN_EVENT_TIME * 1000:
+            raise ValueError("start must be in 2000 or later (the engine rejects earlier events)")
+        if self.end_ms > MAX_EVENT_TIME * 1000:
+            raise ValueError(
+                "days must end the window before 3000 (the engine rejects later events)"
+            )
 
     @property
     def start_ms(self) -> int:
@@ -666,7 +686,7 @@ def _make_plan(config: SimulationConfig, idx: int, start: int, end: int) -> _Pla
     topics = tuple(r.sample(_TOPICS, n_topics))
     plan = _Plan(
         idx=idx,
-        account_id=f"{word}-{idx}.example",
+        account_id=f"{word}-{config.first_index + idx}.example",
         name=f"{word.title()} {suffix}",
         industry=ind_name,
         employees=employees,

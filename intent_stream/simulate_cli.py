@@ -12,14 +12,17 @@ give the same file, byte for byte.
 
 >>> truth_path_for(Path("runs/journeys.jsonl"))
 PosixPath('runs/journeys.truth.jsonl')
->>> [c.seed for c in cohort_configs(SimulateOptions(accounts=5, days=10, seed=3, cohorts=3))]
-[3, 4, 5]
+>>> [(c.seed, c.first_index) for c in cohort_configs(SimulateOptions(accounts=5, days=10, seed=3,
+...                                                                  cohorts=3))]
+[(3, 0), (4, 5), (5, 10)]
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import math
 import os
 import sys
 import threading
@@ -53,6 +56,8 @@ logger = logging.getLogger(__name__)
 FLUSH_EVENTS = 1000
 #: Pacing granularity with ``--rate``: a flush every ``TICK`` seconds (or per event if slower).
 TICK = 0.1
+#: How long the broker has to acknowledge a record before it counts as not delivered.
+DELIVERY_TIMEOUT_MS = 45_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,18 +83,24 @@ class SimulateOptions:
             raise ValueError("--accounts must be at least 1")
         if self.cohorts < 0:
             raise ValueError("--cohorts must be 0 (until stopped) or more")
-        if self.rate is not None and not self.rate > 0:
-            raise ValueError("--rate must be positive")
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ValueError("--rate must be a positive number (leave it out for full speed)")
         if self.ending_now and self.start is not None:
             raise ValueError("give --start or --ending-now, not both")
-        # SimulationConfig checks accounts, days and reveal_share; its messages start with
-        # the field's name, which becomes the option's.
+        # SimulationConfig checks accounts, days, reveal_share and the window (all cohorts
+        # of a finite run in one); its messages start with the field's name, which becomes
+        # the option's.
         try:
             SimulationConfig(
                 accounts=self.accounts,
                 days=self.days,
                 seed=self.seed,
                 reveal_share=self.reveal_share,
+            )
+            SimulationConfig(
+                accounts=self.accounts,
+                days=self.days * max(1, self.cohorts),
+                start=self.start,
             )
         except ValueError as exc:
             name, _, rest = str(exc).partition(" ")
@@ -159,6 +170,7 @@ def cohort_configs(
             seed=options.seed + i,
             start=start,
             reveal_share=options.reveal_share,
+            first_index=options.accounts * i,
         )
 
 
@@ -241,22 +253,25 @@ def write_simulation(
     ``truth`` defaults to :func:`truth_path_for` ``(output)``; each line is one
     :class:`~intent_stream.simulate.AccountTruth` as JSON (the format of
     :func:`~intent_stream.simulate.write_jsonl`). Both files are written under a temporary
-    name and renamed when complete, so an interrupted run leaves no half file behind.
+    name and renamed when complete, so an interrupted run leaves no half file behind; both
+    are opened before anything is simulated, so a path that cannot be written fails at once.
+    An :class:`OSError` names the path asked for, not the temporary file.
     """
     if options.cohorts == 0:
         raise ValueError("--cohorts 0 (until stopped) only makes sense when publishing")
     truth = truth if truth is not None else truth_path_for(output)
     if truth.resolve() == output.resolve():
         raise ValueError("the events and the ground truth need different files")
+    _check_writable(output)
+    _check_writable(truth)
     out = err if err is not None else sys.stderr
     progress = _Progress(out, verb="wrote", cohorts=options.cohorts)
     summary = SimulateSummary()
     started = time.monotonic()
     newline = orjson.OPT_APPEND_NEWLINE
-    tmp_events = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp_truth = truth.with_name(f".{truth.name}.{os.getpid()}.tmp")
+    tmp_events, tmp_truth = _tmp_for(output), _tmp_for(truth)
     try:
-        with open(tmp_events, "wb") as fh:
+        with _create(tmp_events, output) as fh, _create(tmp_truth, truth) as fh_truth:
             chunk: list[bytes] = []
             for cohort, config, event in _events(options):
                 chunk.append(orjson.dumps(event, option=newline))
@@ -266,9 +281,9 @@ def write_simulation(
                     chunk.clear()
                     progress.maybe(summary.events, cohort, config, event["timestamp"])
             fh.write(b"".join(chunk))
-        summary.accounts, summary.cohorts = _dump_truth(options, tmp_truth)
-        os.replace(tmp_events, output)
-        os.replace(tmp_truth, truth)
+            summary.accounts, summary.cohorts = _dump_truth(options, fh_truth)
+        _rename(tmp_events, output)
+        _rename(tmp_truth, truth)
     finally:
         for tmp in (tmp_events, tmp_truth):
             tmp.unlink(missing_ok=True)
@@ -282,24 +297,58 @@ def write_truth(options: SimulateOptions, path: Path) -> int:
     """Write the ground truth of every cohort to ``path`` (atomically); return the accounts."""
     if options.cohorts == 0:
         raise ValueError("the ground truth needs a finite run (--cohorts N > 0)")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _check_writable(path)
+    tmp = _tmp_for(path)
     try:
-        accounts, _ = _dump_truth(options, tmp)
-        os.replace(tmp, path)
+        with _create(tmp, path) as fh:
+            accounts, _ = _dump_truth(options, fh)
+        _rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return accounts
 
 
-def _dump_truth(options: SimulateOptions, path: Path) -> tuple[int, int]:
+def _check_writable(path: Path) -> None:
+    """Refuse, before any work, a path that names a directory or lies in none.
+
+    >>> _check_writable(Path("/"))
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot write /: it is a directory
+    """
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: no directory {path.parent}")
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _create(tmp: Path, final: Path) -> IO[bytes]:
+    """Open ``tmp`` for writing; an error names ``final``, the file that was asked for."""
+    try:
+        return open(tmp, "wb")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(final)) from None
+
+
+def _rename(tmp: Path, final: Path) -> None:
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(final)) from None
+
+
+def _dump_truth(options: SimulateOptions, fh: IO[bytes]) -> tuple[int, int]:
     newline = orjson.OPT_APPEND_NEWLINE
     accounts = cohorts = 0
-    with open(path, "wb") as fh:
-        for config in cohort_configs(options):
-            truths = ground_truth(config)
-            accounts += len(truths)
-            cohorts += 1
-            fh.write(b"".join(orjson.dumps(t, option=newline) for t in truths))
+    for config in cohort_configs(options):
+        truths = ground_truth(config)
+        accounts += len(truths)
+        cohorts += 1
+        fh.write(b"".join(orjson.dumps(t, option=newline) for t in truths))
     return accounts, cohorts
 
 
@@ -323,12 +372,20 @@ def publish_simulation(
     counted as delivered or failed first.
     """
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
     from intent_stream.client import route_records
 
     out = err if err is not None else sys.stderr
     stop = stop if stop is not None else threading.Event()
-    options_: dict[str, Any] = {"linger_ms": 5, "acks": "all", "max_request_size": 4 << 20}
+    options_: dict[str, Any] = {
+        "linger_ms": 5,
+        "acks": "all",
+        "max_request_size": 4 << 20,
+        # A record the broker has not acknowledged in this time fails (its errback runs), so
+        # the final flush ends within it whatever happened to the broker.
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+    }
     options_.update(producer_options or {})
     producer = KafkaProducer(**kafka_client_options(settings, client_id=client_id), **options_)
     summary = SimulateSummary()
@@ -350,7 +407,7 @@ def publish_simulation(
     seen: set[int] = set()
     try:
         events = _events(options)
-        while not stop.is_set():
+        while not stop.is_set() and not summary.failed:  # failed sends: the broker is gone
             chunk = []
             for cohort, config, event in itertools.islice(events, per_flush):
                 chunk.append(event)
@@ -377,10 +434,16 @@ def publish_simulation(
         summary.interrupted = stop.is_set()
     except KeyboardInterrupt:
         summary.interrupted = True
+    except KafkaError as exc:  # a send that could not even be queued (no broker for a minute)
+        with lock:
+            summary.error = f"{type(exc).__name__}: {exc}"
     finally:
         try:
-            producer.flush(timeout=60)
-        finally:
+            producer.flush()  # bounded by the delivery timeout
+        except KafkaError as exc:
+            with lock:
+                summary.error = summary.error or f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(KafkaError):
             producer.close(timeout=5)
     summary.cohorts = len(seen)
     summary.seconds = time.monotonic() - started

@@ -76,3 +76,52 @@ def test_an_unreachable_broker_is_a_clear_error(settings):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr.decode()
     assert "intent-stream:" in done.stderr.decode()
+
+
+def test_a_broker_lost_mid_run_ends_the_run_with_the_undelivered_counted(settings, tmp_path):
+    import threading
+
+    from intent_stream.embedded import EmbeddedStack
+    from intent_stream.simulate_cli import SimulateOptions, publish_simulation
+    from intent_stream.topics import ensure_topics
+
+    from .conftest import wait_until
+
+    # A broker of its own, to take away while the simulation is being published.
+    (tmp_path / "broker").mkdir()
+    broker = EmbeddedStack(redis=False, workdir=tmp_path / "broker")
+    own = settings.replace(kafka=broker.start().kafka_bootstrap)
+    try:
+        ensure_topics(own)
+        options = SimulateOptions(accounts=2000, days=90, seed=5, rate=2000)  # ~35 s of it
+        results: list = []
+        runner = threading.Thread(
+            target=lambda: results.append(
+                publish_simulation(
+                    options,
+                    settings=own,
+                    topic=own.raw_topic,
+                    partitions=own.partitions,
+                    err=open(tmp_path / "progress.txt", "w"),  # noqa: SIM115
+                    # Shorter than the command's 45 s, for the test's sake.
+                    producer_options={"delivery_timeout_ms": 6000, "request_timeout_ms": 3000},
+                )
+            ),
+            daemon=True,
+        )
+        runner.start()
+        wait_until(
+            lambda: (tmp_path / "progress.txt").stat().st_size > 0,
+            timeout=30,
+            what="the first events sent",
+        )
+    finally:
+        broker.stop()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the run must end once the broker is gone"
+    (summary,) = results
+    whole = sum(1 for _ in simulate(SimulationConfig(accounts=2000, days=90, seed=5)))
+    assert 0 < summary.events < whole, "it stops sending once sends fail"
+    assert summary.failed > 0
+    assert summary.error
+    assert summary.delivered + summary.failed == summary.events

@@ -78,7 +78,9 @@ def test_cohorts_follow_each_other_in_time_with_the_next_seeds(tmp_path, capsys)
     assert _run(capsys, *args, "--start", "2026-02-01", "--output", str(output))[0] == 0
     start = datetime(2026, 2, 1, tzinfo=UTC)
     first = SimulationConfig(accounts=10, days=5, seed=3, start=start)
-    second = dataclasses.replace(first, seed=4, start=datetime(2026, 2, 6, tzinfo=UTC))
+    second = dataclasses.replace(
+        first, seed=4, start=datetime(2026, 2, 6, tzinfo=UTC), first_index=10
+    )
     assert _lines(output) == list(simulate(first)) + list(simulate(second))
     assert len(_lines(tmp_path / "two.truth.jsonl")) == 20
 
@@ -105,6 +107,11 @@ def test_ending_now_places_the_window_before_the_current_time():
         (["--start", "2026-01-01", "--ending-now"], "not both"),
         (["--rate", "100"], "--rate paces publishing to Kafka"),
         (["--kafka", "localhost:9092"], "not both"),
+        (["--days", "inf"], "--days must be positive (and finite)"),
+        (["--start", "1969-06-01"], "--start must be in 2000 or later"),
+        (["--start", "2999-12-25"], "--days must end the window before 3000"),
+        (["--cohorts", "50", "--days", "10000"], "--days must end the window before 3000"),
+        (["--wait", "-1"], "--wait must be 0 or more"),
     ],
 )
 def test_bad_options_exit_2_and_say_why(tmp_path, capsys, args, message):
@@ -130,6 +137,40 @@ def test_an_unwritable_output_is_an_error_not_a_traceback(tmp_path, capsys):
     code, _, err = _run(capsys, "--accounts", "2", "--output", str(same), "--truth", str(same))
     assert code == 2
     assert "different files" in err
+
+
+def test_paths_that_cannot_be_written_fail_before_simulating_and_name_the_path(tmp_path, capsys):
+    code, _, err = _run(capsys, "--output", "")
+    assert (code, err.strip()) == (2, "simulate: --output and --truth need a file name")
+    code, _, err = _run(capsys, "--output", str(tmp_path))
+    assert (code, err.strip()) == (2, f"simulate: cannot write {tmp_path}: it is a directory")
+    # /proc takes no new files, whoever asks (root included): the temporary file cannot be
+    # made, and the error names the file asked for.
+    code, _, err = _run(capsys, "--accounts", "2", "--output", "/proc/intent-stream.jsonl")
+    assert code == 1
+    assert err.startswith("simulate: cannot write /proc/intent-stream.jsonl: ")
+    assert ".tmp" not in err
+
+
+def test_rate_must_be_a_finite_positive_number():
+    with pytest.raises(ValueError, match="--rate must be a positive number"):
+        SimulateOptions(rate=float("inf"))
+    with pytest.raises(ValueError, match="--rate must be a positive number"):
+        SimulateOptions(rate=0)
+
+
+def test_cohorts_number_their_accounts_on_so_no_two_share_an_id(tmp_path, capsys):
+    output = tmp_path / "c.jsonl"
+    code, _, _ = _run(capsys, "--accounts", "150", "--days", "5", "--cohorts", "4",
+                      "--output", str(output))  # fmt: skip
+    assert code == 0
+    truth = [orjson.loads(line) for line in truth_path_for(output).read_bytes().splitlines()]
+    ids = [t["account_id"] for t in truth]
+    assert len(ids) == 600
+    assert len(set(ids)) == 600
+    # The first cohort is the simulator's own, unchanged.
+    first = ground_truth(SimulationConfig(accounts=150, days=5, seed=42))
+    assert ids[:150] == [t.account_id for t in first]
 
 
 def test_truth_path_and_start_parsing():
