@@ -21,7 +21,7 @@ from mode.services import WaitResults
 from prometheus_client import CollectorRegistry
 
 from intent_stream import eager
-from intent_stream.alerts.config import alert_policy
+from intent_stream.alerts.config import alert_policy, check_alert_stages
 from intent_stream.dedup import MessageDeduplicator
 from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
 from intent_stream.ingest import IngestProcessor
@@ -514,6 +514,9 @@ def scoring_engine(
 ) -> AccountProcessor:
     """The scoring engine ``settings`` configure: intent model, alert policy, delayed labels,
     stage machine and when it decides, with ``fit`` as its fit model."""
+    warning = check_alert_stages(settings, stage_model)
+    if warning is not None:
+        logger.warning("%s", warning)
     return AccountProcessor(
         model=IntentModel(max_blend=settings.intent_max_blend),
         policy=alert_policy(settings),

@@ -12,6 +12,8 @@ import csv
 import json
 import logging
 import math
+import os
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -211,8 +213,8 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.n < 1:
-        print("accounts: --n must be at least 1", file=sys.stderr)
+    if not 1 <= args.n <= 10_000:
+        print("accounts: --n must be between 1 and 10000", file=sys.stderr)
         return 2
     prefix = settings.redis_prefix
     client = redis.Redis.from_url(settings.redis, **redis_options(settings))
@@ -247,7 +249,7 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     import orjson
 
     from intent_stream.privacy import forget_person
-    from intent_stream.runner import wait_for_broker
+    from intent_stream.runner import ping_redis, wait_for_broker
 
     settings = _settings(args)
     if settings.kafka_embedded or settings.redis_embedded:
@@ -257,6 +259,13 @@ def _cmd_forget(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.person.strip():
+        print(
+            "forget: --person needs the person's id (userId, anonymousId or email)", file=sys.stderr
+        )
+        return 2
+    # Both before anything is published: an erasure must not stop half-way for want of one.
+    ping_redis(settings)
     wait_for_broker(settings)
     report = forget_person(settings, args.person)
     print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
@@ -286,8 +295,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.batch < 1 or (args.rate is not None and args.rate <= 0):
-        print("send: --batch and --rate must be positive", file=sys.stderr)
+    if args.batch < 1 or (args.rate is not None and not 0.001 <= args.rate < math.inf):
+        print(
+            "send: --batch must be at least 1 and --rate a number of events per second, "
+            "0.001 or more",
+            file=sys.stderr,
+        )
         return 2
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
@@ -365,6 +378,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             return usage("--rate paces publishing to Kafka; a file is written at full speed")
         output = Path(args.output)
         truth = Path(args.truth) if args.truth else truth_path_for(output)
+        # SIGTERM stops it as Ctrl-C does: the temporary files are removed on the way out.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             summary = write_simulation(options, output, truth=truth)
         except ValueError as exc:
@@ -372,6 +387,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"simulate: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
             return 1
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         print(
             f"wrote {summary.events:,} events of {summary.accounts:,} accounts to {output} "
             f"and their ground truth to {truth} in {summary.seconds:.1f}s"
@@ -461,7 +478,7 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 def _alerts_settings(args: argparse.Namespace, command: str) -> Settings:
     """Settings for an alerts command, which needs a real broker (and Redis to forward)."""
     from intent_stream.alerts.tail import AlertsError, require_topics
-    from intent_stream.runner import wait_for_broker
+    from intent_stream.runner import check_listen, ping_redis, wait_for_broker
 
     settings = _settings(args)
     if settings.kafka_embedded:
@@ -469,6 +486,22 @@ def _alerts_settings(args: argparse.Namespace, command: str) -> Settings:
             f"alerts {command}: give the workers' broker with --kafka HOST:PORT "
             "(or INTENT_STREAM_KAFKA); an embedded one would have no alerts"
         )
+    topics = [settings.alerts_topic]
+    if command == "forward":
+        # What can be told without the broker is told before waiting for it.
+        if settings.redis_embedded:
+            raise AlertsError(
+                "alerts forward: give a Redis with --redis URL (or INTENT_STREAM_REDIS); it "
+                "remembers delivered alerts across restarts"
+            )
+        if not settings.webhook:
+            raise AlertsError("alerts forward: give --webhook URL (or INTENT_STREAM_WEBHOOK)")
+        if args.metrics_port is not None:
+            if not 0 < args.metrics_port < 65536:
+                raise AlertsError(f"alerts forward: --metrics-port {args.metrics_port} is no port")
+            check_listen(settings.web_host, args.metrics_port, flag="--metrics-port")
+        ping_redis(settings)  # a RedisError is printed by main, credentials left out
+        topics.append(settings.alerts_dlq_topic)
     # kafka-python logs every refused connection at ERROR; wait_for_broker says it once.
     kafka_logger = logging.getLogger("kafka")
     level = kafka_logger.level
@@ -477,16 +510,6 @@ def _alerts_settings(args: argparse.Namespace, command: str) -> Settings:
         wait_for_broker(settings, timeout=args.wait)
     finally:
         kafka_logger.setLevel(level)
-    topics = [settings.alerts_topic]
-    if command == "forward":
-        if settings.redis_embedded:
-            raise AlertsError(
-                "alerts forward: give a Redis with --redis URL (or INTENT_STREAM_REDIS); it "
-                "remembers delivered alerts across restarts"
-            )
-        if not settings.webhook:
-            raise AlertsError("alerts forward: give --webhook URL (or INTENT_STREAM_WEBHOOK)")
-        topics.append(settings.alerts_dlq_topic)
     require_topics(settings, topics)
     return settings
 
@@ -829,11 +852,16 @@ def _add_fit_parser(sub: Any) -> None:
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:
+    from intent_stream.alerts.config import check_alert_stages
     from intent_stream.scoring.stages import load_stage_model
 
-    path = args.file if args.file is not None else _settings(args).stage_config
+    settings = _settings(args)
+    path = args.file if args.file is not None else settings.stage_config
     model = load_stage_model(path)  # StageConfigError is printed by main()
+    warning = check_alert_stages(settings, model)  # raises for alert stages set wrong
     print(f"{model.source}: OK, {len(model.stages)} stages, initial {model.initial!r}")
+    if warning is not None:
+        print(f"warning: {warning}")
     for spec in model.stages:
         flags = " (customer)" if spec.customer else ""
         print(f"\n{spec.name}{flags}: {spec.description}".rstrip(": "))
@@ -1134,6 +1162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = _settings(args)
+        missing = settings.missing_files()
+        if missing:
+            raise SettingsError("; ".join(missing))
     except SettingsError as exc:
         print(f"intent-stream: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -1142,6 +1173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. 'intent-stream settings | head': the reader left
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
     except Exception as exc:
         if _is_user_facing(exc):
             print(f"intent-stream: {exc}", file=sys.stderr)
@@ -1151,6 +1186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"intent-stream: {problem}", file=sys.stderr)
             return 1
         raise
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def redis_problem(exc: BaseException, url: str) -> str | None:
@@ -1183,12 +1222,13 @@ def redis_problem(exc: BaseException, url: str) -> str | None:
 
 def _is_user_facing(exc: BaseException) -> bool:
     """Errors whose message already says what to do: print it, not a traceback."""
-    from intent_stream.runner import BrokerUnavailable
+    from intent_stream.runner import BrokerUnavailable, PortUnavailable
     from intent_stream.scoring.stages import StageConfigError
     from intent_stream.topics import TopicMismatchError
 
     known: tuple[type[Any], ...] = (
         BrokerUnavailable,
+        PortUnavailable,
         TopicMismatchError,
         SettingsError,
         StageConfigError,

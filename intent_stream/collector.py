@@ -550,7 +550,7 @@ def run_collector(settings: Settings) -> int:
     """``intent-stream collector``: serve until SIGINT/SIGTERM; returns the exit code."""
     from prometheus_client import CollectorRegistry
 
-    from intent_stream.runner import wait_for_broker
+    from intent_stream.runner import check_listen, wait_for_broker
     from intent_stream.topics import ensure_topics
 
     if not settings.write_key_set:
@@ -564,6 +564,11 @@ def run_collector(settings: Settings) -> int:
             "HOST:PORT (INTENT_STREAM_KAFKA), or set INTENT_STREAM_WRITE_KEYS and run "
             "'intent-stream worker', which serves the collector itself (embedded broker included)"
         )
+    check_listen(
+        settings.collector_host,
+        settings.collector_port,
+        flag="--collector-port (or --collector-host)",
+    )
     wait_for_broker(settings)
     ensure_topics(settings)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from intent_stream.settings import Settings
+from intent_stream.settings import Settings, hide_password
 from intent_stream.topics import ensure_topics, kafka_client_options
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -295,7 +295,18 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     counters = _Counters()
     started = time.monotonic()
-    print("intent-stream demo: starting the embedded broker and Redis...", flush=True)
+    embedded = [
+        name
+        for name, wanted in (
+            ("broker", settings.kafka_embedded),
+            ("Redis", settings.redis_embedded),
+        )
+        if wanted
+    ]
+    if embedded:
+        print(f"intent-stream demo: starting the embedded {' and '.join(embedded)}...", flush=True)
+    else:
+        print("intent-stream demo: using the given broker and Redis...", flush=True)
     stack = EmbeddedStack(kafka=settings.kafka_embedded, redis=settings.redis_embedded)
     threads: list[threading.Thread] = []
     worker = None
@@ -310,6 +321,11 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             # Simulated time runs far faster than the wall clock: later cohorts are "future".
             max_clock_skew=0.0,
         )
+        if not stack.redis:
+            from intent_stream.runner import ping_redis
+
+            # Checked now, not after the run (where writing the summary would first fail).
+            ping_redis(settings)
         if not stack.kafka:
             from intent_stream.runner import wait_for_broker
 
@@ -324,7 +340,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             [sys.executable, "-m", "intent_stream", "worker"], env=env, log_path=log_path
         )
         metrics_url = f"http://{settings.web_host}:{web_port}/metrics"
-        print(f"  broker {settings.kafka}   redis {settings.redis}", flush=True)
+        print(f"  broker {settings.kafka}   redis {hide_password(settings.redis)}", flush=True)
         print(f"  worker pid {worker.pid}, metrics {metrics_url}, log {log_path}", flush=True)
         _wait_for_worker(metrics_url, worker, log_path, timeout=60)
         start = _first_start(options)

@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -13,12 +14,15 @@ from typing import Any
 
 import faust
 
-from intent_stream.settings import Settings
+from intent_stream.settings import Settings, hide_password
 from intent_stream.topics import ensure_topics, kafka_client_options
 
 __all__ = [
     "BrokerUnavailable",
+    "PortUnavailable",
+    "check_listen",
     "memory_trimmer",
+    "ping_redis",
     "resolve_embedded",
     "run_worker",
     "tune_gc",
@@ -34,6 +38,55 @@ GC_YOUNG_THRESHOLD = 50_000
 
 class BrokerUnavailable(RuntimeError):
     """The Kafka brokers did not answer within the allowed time."""
+
+
+class PortUnavailable(RuntimeError):
+    """An address this process must listen on cannot be bound."""
+
+
+def check_listen(host: str, port: int, *, flag: str) -> None:
+    """Raise :class:`PortUnavailable`, naming ``flag``, if nothing can listen on
+    ``host:port`` (taken, or an address this machine does not have): said in one line
+    before start-up rather than as a server's traceback after it.
+
+    >>> with socket.create_server(("127.0.0.1", 0)) as taken:
+    ...     port = taken.getsockname()[1]
+    ...     try:
+    ...         check_listen("127.0.0.1", port, flag="--web-port")
+    ...     except PortUnavailable as exc:
+    ...         print(str(exc).replace(str(port), "PORT"))
+    cannot listen on 127.0.0.1:PORT (Address already in use): choose another with --web-port
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port} ({why}): choose another with {flag}"
+        ) from None
+
+
+def ping_redis(settings: Settings, *, timeout: float = 5.0) -> None:
+    """Ask ``settings.redis`` for a PING; a :class:`redis.exceptions.RedisError` says why
+    it cannot answer (the command line prints it as one line, credentials left out)."""
+    import redis
+
+    from intent_stream.app import redis_options
+
+    client = redis.Redis.from_url(
+        settings.redis,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **redis_options(settings),
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 def resolve_embedded(settings: Settings, stack: ExitStack) -> Settings:
@@ -207,14 +260,34 @@ def use_event_loop(choice: str) -> str:
     return "uvloop"
 
 
+def _warn_if_redis_is_down(settings: Settings) -> None:
+    """A worker rides out Redis outages (the read model catches up), so an unreachable
+    Redis at start is no reason to stop; but a wrong URL would otherwise only show as
+    recurring write failures. Say it once, clearly."""
+    from redis.exceptions import RedisError
+
+    try:
+        ping_redis(settings)
+    except RedisError as exc:
+        logger.error(
+            "Redis at %s does not answer (%s: %s): the worker runs on and writes the read "
+            "model when it can; check INTENT_STREAM_REDIS (--redis) and its credentials",
+            hide_password(settings.redis),
+            type(exc).__name__,
+            exc,
+        )
+
+
 def run_worker(settings: Settings) -> int:
     """Run a worker until it is stopped (SIGINT/SIGTERM); returns the exit code."""
     from intent_stream.app import create_app
 
     # Before the app exists: Faust and its consumer thread make their loops from the policy.
     loop = use_event_loop(settings.event_loop)
+    check_listen(settings.web_host, settings.web_port, flag="--web-port (or --web-host)")
     with ExitStack() as stack:
         settings = resolve_embedded(settings, stack)
+        _warn_if_redis_is_down(settings)
         wait_for_broker(settings)
         ensure_topics(settings)
         engine = create_app(settings)

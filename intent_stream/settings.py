@@ -18,6 +18,7 @@ False
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -29,6 +30,7 @@ __all__ = [
     "ENV_PREFIX",
     "Settings",
     "SettingsError",
+    "hide_password",
     "setting_fields",
 ]
 
@@ -40,6 +42,22 @@ DECISIONS = ("batch", "record")
 
 class SettingsError(ValueError):
     """A setting has a value the engine cannot use; the message names the variable."""
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, replaced by ``***``.
+
+    >>> hide_password("redis://app:s3cret@cache:6379/0"), hide_password("redis://cache:6379")
+    ('redis://app:***@cache:6379/0', 'redis://cache:6379')
+    >>> hide_password("rediss://:s3cret@cache")
+    'rediss://:***@cache'
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at) or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 def _opt(default: Any, help: str, *, secret: bool = False, group: str = "general") -> Any:
@@ -478,16 +496,36 @@ class Settings:
         return f"Settings({shown})"
 
     def masked(self) -> dict[str, Any]:
-        """All settings as a dict, with secrets replaced by ``'***'`` when set."""
+        """All settings as a dict, with secrets replaced by ``'***'`` when set, and a
+        password inside a URL (``redis://user:pw@host``) too."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = "***" if f.metadata.get("secret") and value else value
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = hide_password(value)
+            out[f.name] = value
         return out
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def missing_files(self) -> list[str]:
+        """The TLS files named by settings that do not exist here, each as a problem to
+        report. Checked by the command line before it connects (a client would only fail
+        to connect, retrying until its wait ran out), not when settings are built.
+
+        >>> Settings(kafka_ssl_cafile="/nonexistent/ca.pem").missing_files()
+        ["INTENT_STREAM_KAFKA_SSL_CAFILE: no such file '/nonexistent/ca.pem'"]
+        """
+        names = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "redis_ssl_cafile")
+        return [
+            f"{env_name(name)}: no such file {getattr(self, name)!r}"
+            for name in names
+            if getattr(self, name) and not os.path.isfile(getattr(self, name))
+        ]
 
     @property
     def agent_set(self) -> frozenset[str]:
@@ -554,25 +592,29 @@ def setting_fields() -> Iterator[dataclasses.Field[Any]]:
     yield from fields(Settings)
 
 
+def _numbers(s: Settings) -> Iterator[str]:
+    """No numeric setting has a meaning below zero, nor for NaN or infinity (a wait of NaN
+    seconds would retry for ever)."""
+    for f in fields(s):
+        value = getattr(s, f.name)
+        if type(value) in (int, float) and not (0 <= value < math.inf):
+            yield f"{env_name(f.name)} must be a number, 0 or more (got {value})"
+
+
 def _validate(s: Settings) -> Iterator[str]:
-    if s.marketing_campaign_cap < 0:
-        yield (
-            f"{env_name('marketing_campaign_cap')} must be 0 or more "
-            f"(got {s.marketing_campaign_cap})"
-        )
+    bad = list(_numbers(s))
+    if bad:  # the checks below assume numbers
+        yield from bad
+        return
     if s.partitions < 1:
         yield f"{env_name('partitions')} must be at least 1 (got {s.partitions})"
     if s.replication < 1:
         yield f"{env_name('replication')} must be at least 1 (got {s.replication})"
     if not 0 < s.web_port < 65536:
         yield f"{env_name('web_port')} must be a TCP port (got {s.web_port})"
-    if s.kafka_wait < 0:
-        yield f"{env_name('kafka_wait')} must be 0 or more (got {s.kafka_wait})"
     if s.session_timeout <= 0:
         yield f"{env_name('session_timeout')} must be positive (got {s.session_timeout})"
-    if s.standby_replicas < 0:
-        yield f"{env_name('standby_replicas')} must be 0 or more (got {s.standby_replicas})"
-    elif s.standby_replicas and s.store.startswith("memory:"):
+    if s.standby_replicas and s.store.startswith("memory:"):
         yield (
             f"{env_name('standby_replicas')} must be 0 with the memory store (it replays a "
             f"partition's changelog whenever it is assigned); use {env_name('store')}=rocksdb://"
@@ -607,15 +649,13 @@ def _validate(s: Settings) -> Iterator[str]:
         yield f"{env_name('redis')} must be 'embedded' or a redis://, rediss:// or unix:// URL"
     if not 0 < s.collector_port < 65536:
         yield f"{env_name('collector_port')} must be a TCP port (got {s.collector_port})"
-    if s.memory_trim_interval < 0:
-        yield (
-            f"{env_name('memory_trim_interval')} must be 0 (off) or more seconds "
-            f"(got {s.memory_trim_interval})"
-        )
-    if s.dedup_window < 0:
-        yield f"{env_name('dedup_window')} must be 0 or more (got {s.dedup_window})"
     if not s.agent_set or not s.agent_set <= {"ingest", "score"}:
         yield f"{env_name('agents')} must name 'ingest', 'score' or both (got {s.agents!r})"
+    if s.producer_max_batch_bytes < 1024:
+        yield (
+            f"{env_name('producer_max_batch_bytes')} must be at least 1024 "
+            f"(got {s.producer_max_batch_bytes})"
+        )
     if s.ingest_batch_records < 1 or s.ingest_batch_wait_ms <= 0:
         yield (
             f"{env_name('ingest_batch_records')} must be at least 1 and "
@@ -626,14 +666,11 @@ def _validate(s: Settings) -> Iterator[str]:
             f"{env_name('score_batch_records')} and {env_name('score_batch_bytes')} must be "
             f"at least 1 and {env_name('score_batch_wait_ms')} positive"
         )
-    if s.max_clock_skew < 0:
-        yield f"{env_name('max_clock_skew')} must be 0 or more (got {s.max_clock_skew})"
-    if s.pending_max_events < 0:
-        yield f"{env_name('pending_max_events')} must be 0 or more (got {s.pending_max_events})"
     if s.max_body_bytes < 1024:
         yield f"{env_name('max_body_bytes')} must be at least 1024 (got {s.max_body_bytes})"
     yield from _validate_forwarding(s)
     yield from _validate_security(s)
+    yield from _validate_addresses(s)
     topics = [s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic]
     if len(set(topics)) != len(topics):
         yield "the raw, event, alert, dead-letter and identity topics must have different names"
@@ -652,8 +689,6 @@ def _validate_alerts(s: Settings) -> Iterator[str]:
             f"{env_name('alert_rules')} must list rules among {', '.join(_ALERT_RULES)} "
             f"(got {s.alert_rules!r})"
         )
-    if s.alert_weak_fit_points < 0:
-        yield f"{env_name('alert_weak_fit_points')} must be 0 or more"
     if not 0 <= s.alert_weak_fit_min_score <= 100:
         yield f"{env_name('alert_weak_fit_min_score')} must be between 0 and 100"
     if s.alert_emails not in ("hide", "show"):
@@ -674,8 +709,6 @@ def _validate_forwarding(s: Settings) -> Iterator[str]:
         yield f"{env_name('webhook_timeout')} must be positive (got {s.webhook_timeout})"
     if s.webhook_max_backoff <= 0:
         yield f"{env_name('webhook_max_backoff')} must be positive (got {s.webhook_max_backoff})"
-    if s.webhook_give_up < 0:
-        yield f"{env_name('webhook_give_up')} must be 0 or more (got {s.webhook_give_up})"
     if s.delivered_ttl < 1:
         yield f"{env_name('delivered_ttl')} must be at least 1 second (got {s.delivered_ttl})"
     others = {s.raw_topic, s.events_topic, s.alerts_topic, s.dlq_topic, s.identity_topic}
@@ -710,3 +743,23 @@ def _validate_security(s: Settings) -> Iterator[str]:
         yield f"{env_name('kafka_ssl_certfile')} and {env_name('kafka_ssl_keyfile')} go together"
     if s.redis_ssl_cafile and not s.redis.startswith("rediss://"):
         yield f"{env_name('redis_ssl_cafile')} needs a rediss:// URL in {env_name('redis')}"
+
+
+#: Faust's table stores (``store``), by URL scheme.
+STORES = ("memory", "rocksdb", "rocksdict", "aerospike")
+
+
+def _validate_addresses(s: Settings) -> Iterator[str]:
+    """Broker addresses are host:port lists; the store is one Faust knows."""
+    if s.kafka != EMBEDDED:
+        for address in s.kafka.split(","):
+            host, colon, port = address.strip().rpartition(":")
+            if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+                yield (
+                    f"{env_name('kafka')} must be 'embedded' or host:port[,host:port...] "
+                    f"(got {s.kafka!r})"
+                )
+                break
+    scheme = s.store.partition("://")[0]
+    if "://" not in s.store or scheme not in STORES:
+        yield f"{env_name('store')} must be memory:// or rocksdb:// (got {s.store!r})"

@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
-from intent_stream.scoring.policy import AlertRouter, HotLeadPolicy
-from intent_stream.settings import Settings
+from intent_stream.scoring.policy import RULE_STAGE, AlertRouter, HotLeadPolicy
+from intent_stream.scoring.stages import StageConfigError, StageModel
+from intent_stream.settings import Settings, env_name
 
-__all__ = ["alert_policy"]
+__all__ = ["alert_policy", "check_alert_stages"]
 
 
 def _names(value: str) -> list[str]:
@@ -31,3 +32,31 @@ def alert_policy(settings: Settings) -> HotLeadPolicy:
         router=AlertRouter(settings.alert_routes, default=settings.alert_default_route),
         show_emails=settings.alert_emails == "show",
     )
+
+
+def check_alert_stages(settings: Settings, model: StageModel) -> str | None:
+    """Raise :class:`StageConfigError` if ``alert_stages``, as set, names a stage ``model``
+    lacks: a misspelt stage would silently never alert. Left at its default with a model
+    of other stages, it is a warning (returned) rather than an error: the stage model is
+    the user's, the default list ours.
+
+    >>> from intent_stream.scoring.stages import default_stage_model
+    >>> check_alert_stages(Settings(alert_stages="evaluation,purchase"), default_stage_model())
+    >>> check_alert_stages(Settings(alert_stages="evaluaton"), default_stage_model())
+    Traceback (most recent call last):
+    ...
+    intent_stream.scoring.stages.StageConfigError: INTENT_STREAM_ALERT_STAGES names evaluaton, ...
+    """
+    if RULE_STAGE not in _names(settings.alert_rules):
+        return None
+    known = [spec.name for spec in model.stages]
+    unknown = [name for name in _names(settings.alert_stages) if name not in known]
+    if not unknown:
+        return None
+    problem = (
+        f"{env_name('alert_stages')} names {', '.join(unknown)}, not a stage of "
+        f"{model.source} (its stages: {', '.join(known)})"
+    )
+    if settings.alert_stages != Settings().alert_stages:
+        raise StageConfigError(problem)
+    return f"{problem}: entering those stages alerts nobody; set it to this model's stages"

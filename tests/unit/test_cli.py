@@ -113,3 +113,72 @@ def test_demo_refuses_options_that_would_show_nothing(capsys, argv, message):
     # Checked before anything starts: no broker, no file.
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_settings_command_hides_a_password_inside_a_url(capsys):
+    assert main(["settings", "--redis", "redis://app:s3cret@cache:6379/0"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert "redis://app:***@cache:6379/0" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["settings", "--kafka-wait", "nan"], "INTENT_STREAM_KAFKA_WAIT must be a number, 0 or"),
+        (["settings", "--alert-cooldown", "-1"], "INTENT_STREAM_ALERT_COOLDOWN must be a number"),
+        (["settings", "--kafka", "localhost:notaport"], "must be 'embedded' or host:port"),
+        (["settings", "--store", "garbage://"], "INTENT_STREAM_STORE must be memory://"),
+        (["settings", "--kafka-ssl-cafile", "/nonexistent/ca.pem"], "no such file"),
+    ],
+)
+def test_settings_no_command_could_use_are_refused_at_once(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_taken_port_is_one_line_naming_the_flag_before_anything_starts(capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        # Unreachable brokers: the port is checked first, so these end at once.
+        assert main(["worker", "--kafka", "127.0.0.1:1", "--web-port", port]) == 1
+        assert "choose another with --web-port" in capsys.readouterr().err
+        argv = ["collector", "--kafka", "127.0.0.1:1", "--write-keys", "k"]
+        assert main([*argv, "--collector-host", "127.0.0.1", "--collector-port", port]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in err
+        assert "--collector-port" in err
+
+
+def test_alerts_forward_checks_redis_before_waiting_for_the_broker(capsys):
+    argv = ["alerts", "forward", "--kafka", "127.0.0.1:1", "--webhook", "http://127.0.0.1:1/h"]
+    assert main([*argv, "--redis", "redis://u:pw@127.0.0.1:1/0", "--wait", "30"]) == 1
+    err = capsys.readouterr().err
+    assert "Redis at redis://127.0.0.1:1/0 failed" in err  # not a 30 s wait for the broker
+    assert "pw" not in err
+
+
+_KAFKA = ["--kafka", "127.0.0.1:1"]
+_REDIS = ["--redis", "redis://127.0.0.1:1/0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["forget", "--person", " ", *_KAFKA, *_REDIS], "forget: --person needs the person's id"),
+        (["send", "x.jsonl", "--rate", "1e-300", *_KAFKA], "0.001 or more"),
+        (["accounts", "top", "--n", "99999999999", *_REDIS], "--n must be between 1 and 10000"),
+    ],
+)
+def test_arguments_no_run_could_use_exit_2(capsys, argv, message):
+    # Refused before any connection (the addresses given answer nothing).
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_stages_check_refuses_alert_stages_the_model_lacks(capsys):
+    assert main(["stages", "check", "--alert-stages", "evaluation,purchse"]) == 1
+    err = capsys.readouterr().err
+    assert "INTENT_STREAM_ALERT_STAGES names purchse, not a stage of" in err

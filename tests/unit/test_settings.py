@@ -48,7 +48,7 @@ def test_standby_replicas_need_a_store_that_keeps_its_offsets():
 
     with pytest.raises(SettingsError, match="INTENT_STREAM_STANDBY_REPLICAS must be 0 with"):
         Settings(standby_replicas=1)
-    with pytest.raises(SettingsError, match="INTENT_STREAM_STANDBY_REPLICAS must be 0 or more"):
+    with pytest.raises(SettingsError, match="STANDBY_REPLICAS must be a number, 0 or"):
         Settings(standby_replicas=-1)
     assert Settings(standby_replicas=1, store="rocksdb://").standby_replicas == 1
     # Faust's own default is one standby: the worker asks for the setting's.

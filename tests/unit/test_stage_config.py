@@ -151,3 +151,15 @@ def test_stages_check_reads_the_setting_when_no_file_is_given(tmp_path, capsys, 
 def test_the_transitions_topic_must_be_its_own():
     with pytest.raises(SettingsError, match="INTENT_STREAM_TRANSITIONS_TOPIC"):
         Settings(transitions_topic="intent.sales-alerts.v1")
+
+
+def test_a_model_without_the_default_alert_stages_is_a_warning_not_an_error(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    assert main(["stages", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: INTENT_STREAM_ALERT_STAGES names evaluation, purchase" in out
+    assert main(["stages", "check", str(good), "--alert-stages", "warm"]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert main(["stages", "check", str(good), "--alert-stages", "wram"]) == 1
+    assert "names wram, not a stage of" in capsys.readouterr().err
