@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from intent_stream import __version__
 from intent_stream.settings import Settings, SettingsError, env_name, setting_fields
 
 if TYPE_CHECKING:
@@ -992,6 +993,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"intent-stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # The forwarding settings are flags of 'alerts forward' (and 'settings') only.
     all_groups = [g for g in _GROUP_TITLES if g != "forward"]
@@ -1166,7 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             raise SettingsError("; ".join(missing))
     except SettingsError as exc:
-        print(f"intent-stream: bad setting: {exc}", file=sys.stderr)
+        print(f"intent-stream: bad setting: {_with_flags(str(exc))}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     try:
@@ -1186,6 +1188,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"intent-stream: {problem}", file=sys.stderr)
             return 1
         raise
+
+
+def _with_flags(message: str) -> str:
+    """A settings message with each variable's flag beside it, as either may have set it.
+
+    >>> _with_flags("INTENT_STREAM_WEB_PORT must be a TCP port (got 0)")
+    'INTENT_STREAM_WEB_PORT (--web-port) must be a TCP port (got 0)'
+    """
+    import re
+
+    names = {env_name(f.name): "--" + f.name.replace("_", "-") for f in setting_fields()}
+    return re.sub(
+        r"\bINTENT_STREAM_[A-Z0-9_]+\b",
+        lambda m: f"{m.group(0)} ({names[m.group(0)]})" if m.group(0) in names else m.group(0),
+        message,
+    )
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

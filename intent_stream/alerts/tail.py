@@ -95,6 +95,10 @@ def tail(
             # Ctrl-C ends the loop between polls: a KeyboardInterrupt raised inside one can
             # leave a kafka-python connection half-read when close() shuts its socket.
             stop_on_signals(stop, cleanup)
+            # On stderr, so that stdout stays the alerts (one JSON object a line with --json).
+            start = "its beginning" if from_beginning else "new alerts"
+            print(f"waiting for alerts on {settings.alerts_topic} ({start}); Ctrl-C stops",
+                  file=sys.stderr, flush=True)  # fmt: skip
             while not stop.is_set():
                 for records in consumer.poll(timeout_ms=500).values():
                     for record in records:

@@ -125,10 +125,13 @@ def test_settings_command_hides_a_password_inside_a_url(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["settings", "--kafka-wait", "nan"], "INTENT_STREAM_KAFKA_WAIT must be a number, 0 or"),
-        (["settings", "--alert-cooldown", "-1"], "INTENT_STREAM_ALERT_COOLDOWN must be a number"),
+        (
+            ["settings", "--kafka-wait", "nan"],
+            "INTENT_STREAM_KAFKA_WAIT (--kafka-wait) must be a number",
+        ),
+        (["settings", "--alert-cooldown", "-1"], "(--alert-cooldown) must be a number, 0 or more"),
         (["settings", "--kafka", "localhost:notaport"], "must be 'embedded' or host:port"),
-        (["settings", "--store", "garbage://"], "INTENT_STREAM_STORE must be memory://"),
+        (["settings", "--store", "garbage://"], "INTENT_STREAM_STORE (--store) must be memory://"),
         (["settings", "--kafka-ssl-cafile", "/nonexistent/ca.pem"], "no such file"),
     ],
 )
@@ -182,3 +185,14 @@ def test_stages_check_refuses_alert_stages_the_model_lacks(capsys):
     assert main(["stages", "check", "--alert-stages", "evaluation,purchse"]) == 1
     err = capsys.readouterr().err
     assert "INTENT_STREAM_ALERT_STAGES names purchse, not a stage of" in err
+
+
+def test_version_and_settings_errors_that_name_the_flag(capsys):
+    from intent_stream import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"intent-stream {__version__}"
+    assert main(["settings", "--web-port", "0"]) == 2
+    assert "INTENT_STREAM_WEB_PORT (--web-port) must be a TCP port" in capsys.readouterr().err
