@@ -181,6 +181,60 @@ def test_a_worker_holds_and_counts_only_the_partitions_it_is_assigned(
     print(f"\nassignment: accounts held {held[0]:.0f} + {held[1]:.0f} = {n}")
 
 
+def test_visitors_waiting_for_their_account_survive_a_rebalance(
+    settings, start_worker, producer, tmp_path
+):
+    # A worker keeps the pending visitors of the raw partitions it still holds after a
+    # rebalance (and drops the others'); the one taking partitions over recovers theirs.
+    import uuid
+
+    from intent_stream.pipeline import iso
+    from intent_stream.topics import partition_for
+
+    settings = settings.replace(max_clock_skew=0.0)
+    tag = uuid.uuid4().hex[:6]
+    visitors = [f"c{i}-{tag}" for i in range(40)]
+
+    def page(visitor: str, k: int) -> tuple[bytes, bytes]:
+        body = {"type": "page", "anonymousId": visitor, "messageId": f"{visitor}-p{k}",
+                "timestamp": iso(T0 + k), "properties": {"path": "/pricing"}}  # fmt: skip
+        return visitor.encode(), orjson.dumps(body)
+
+    a = start_worker(settings.replace(data_dir=str(tmp_path / "a")))
+    publish(producer, settings.raw_topic, [page(v, k) for v in visitors for k in range(3)])
+    wait_until(
+        lambda: metric(a, "intent_stream_pending_events_total") == 120,
+        timeout=60,
+        what="every page waiting for its visitor's account",
+    )
+    b = start_worker(settings.replace(web_port=free_port(), data_dir=str(tmp_path / "b")))
+    # Anonymous pages on every partition, until the second worker reads some: the group
+    # has rebalanced.
+    warm = {partition_for(f"w{i}-{tag}", settings.partitions): f"w{i}-{tag}" for i in range(200)}
+    assert len(warm) == settings.partitions
+    rounds = iter(range(1_000))
+
+    def b_reads() -> bool:
+        k = next(rounds)
+        publish(producer, settings.raw_topic, [page(v, k) for v in warm.values()])
+        return metric(b, "intent_stream_ingest_records_total") > 0
+
+    wait_until(b_reads, timeout=90, what="the second worker reading raw partitions", every=1.0)
+    # Now each visitor is identified: its pages go to the account with it, whichever
+    # worker holds its partition.
+    identifies = []
+    for i, visitor in enumerate(visitors):
+        body = {"type": "identify", "anonymousId": visitor, "userId": f"u{i}-{tag}",
+                "messageId": f"{visitor}-id", "timestamp": iso(T0 + 60),
+                "traits": {"email": f"ann@w{i}-{tag}.example"}}  # fmt: skip
+        identifies.append((visitor.encode(), orjson.dumps(body)))
+    publish(producer, settings.raw_topic, identifies)
+    expected = Counter({f"w{i}-{tag}.example": 4 for i in range(len(visitors))})
+    assert wait_for_counts(settings, expected, timeout=120, workers=[a, b]) == dict(expected)
+    for handle in (a, b):
+        assert metric(handle, "intent_stream_ingest_records_total") > 0
+
+
 POISON = [
     b"{not json",
     b"[1, 2, 3]",
