@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from intent_stream import __version__
-from intent_stream.settings import Settings, SettingsError, env_name, setting_fields
+from intent_stream.settings import (
+    Settings,
+    SettingsError,
+    env_name,
+    setting_fields,
+    unknown_variables,
+)
 
 if TYPE_CHECKING:
     from intent_stream.simulate_cli import SimulateOptions
@@ -1057,7 +1063,10 @@ def build_parser() -> argparse.ArgumentParser:
     identity.add_argument("action", choices=["show"], help="what to do")
     identity.add_argument("id", help="a userId, anonymousId or account id")
     identity.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_setting_flags(identity, ["connections", "ingest"])
+    redis_settings = {f.name for f in setting_fields() if f.name.startswith("redis")}
+    _add_setting_flags(
+        identity, ["connections", "ingest"], only={*redis_settings, "pseudonymise_key"}
+    )
     identity.set_defaults(func=_cmd_identity)
 
     accounts = sub.add_parser(
@@ -1072,7 +1081,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, default=20, metavar="N", help="how many accounts (default 20)"
     )
     accounts.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_setting_flags(accounts, ["connections"])
+    _add_setting_flags(accounts, ["connections"], only=redis_settings)
     accounts.set_defaults(func=_cmd_accounts)
     forget = sub.add_parser(
         "forget",
@@ -1162,6 +1171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    for warning in unknown_variables(os.environ):
+        print(f"intent-stream: warning: {warning}", file=sys.stderr)
     try:
         settings = _settings(args)
         missing = settings.missing_files()

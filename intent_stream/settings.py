@@ -32,6 +32,7 @@ __all__ = [
     "SettingsError",
     "hide_password",
     "setting_fields",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "INTENT_STREAM_"
@@ -560,6 +561,26 @@ class Settings:
             if raw is not None:
                 values[f.name] = parse_value(f.name, raw, type(f.default))
         return cls(**values)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``INTENT_STREAM_*`` variable that is no setting (a misspelt one
+    would otherwise be ignored without a word), with the nearest setting's name.
+
+    >>> unknown_variables({"INTENT_STREAM_PARTITONS": "4", "INTENT_STREAM_KAFKA": "k:9092"})
+    ['INTENT_STREAM_PARTITONS is not a setting and is ignored (INTENT_STREAM_PARTITIONS?)']
+    """
+    import difflib
+
+    known = [env_name(f.name) for f in setting_fields()]
+    known.append(ENV_PREFIX + "TANSU_BIN")  # the embedded broker's binary (embedded.py)
+    out = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" ({near[0]}?)" if near else ""
+            out.append(f"{name} is not a setting and is ignored{hint}")
+    return out
 
 
 def env_name(name: str) -> str:

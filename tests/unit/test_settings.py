@@ -115,3 +115,16 @@ def test_the_worker_decides_as_score_decisions_says(decisions):
     settings = Settings.from_env({"INTENT_STREAM_SCORE_DECISIONS": decisions})
     engine = create_app(settings.replace(kafka="127.0.0.1:1", redis="redis://127.0.0.1:1/0"))
     assert engine.processor.decisions == decisions
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(capsys, monkeypatch):
+    from intent_stream.cli import main
+
+    monkeypatch.setenv("INTENT_STREAM_PARTITONS", "4")
+    monkeypatch.setenv("INTENT_STREAM_TANSU_BIN", "/usr/bin/true")  # not a setting, but known
+    assert main(["settings"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "INTENT_STREAM_PARTITONS is not a setting and is ignored (INTENT_STREAM_PARTITIONS?)" in err
+    )
+    assert "TANSU_BIN" not in err
