@@ -462,7 +462,7 @@ def _simulate_to_kafka(
         f"sent {summary.delivered:,} of {summary.events:,} events of {summary.accounts:,} "
         f"accounts to {settings.raw_topic} in {summary.seconds:.1f}s{stopped}"
     )
-    if summary.failed:
+    if summary.failed or summary.error:
         return 1
     # Stopping is how a run of --cohorts 0 ends; a finite run cut short did not finish.
     return 130 if summary.interrupted and args.cohorts != 0 else 0

@@ -352,6 +352,16 @@ def _dump_truth(options: SimulateOptions, fh: IO[bytes]) -> tuple[int, int]:
     return accounts, cohorts
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, once (kafka-python's messages start with their type already).
+
+    >>> _describe(TimeoutError("no answer")), _describe(ValueError("ValueError: x"))
+    ('TimeoutError: no answer', 'ValueError: x')
+    """
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 def publish_simulation(
     options: SimulateOptions,
     *,
@@ -387,8 +397,12 @@ def publish_simulation(
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
     }
     options_.update(producer_options or {})
-    producer = KafkaProducer(**kafka_client_options(settings, client_id=client_id), **options_)
     summary = SimulateSummary()
+    try:
+        producer = KafkaProducer(**kafka_client_options(settings, client_id=client_id), **options_)
+    except KafkaError as exc:  # the broker went away since the caller waited for it
+        summary.error = _describe(exc)
+        return summary
     lock = threading.Lock()
 
     def delivered(n: int, _metadata: Any) -> None:
@@ -436,13 +450,13 @@ def publish_simulation(
         summary.interrupted = True
     except KafkaError as exc:  # a send that could not even be queued (no broker for a minute)
         with lock:
-            summary.error = f"{type(exc).__name__}: {exc}"
+            summary.error = _describe(exc)
     finally:
         try:
             producer.flush()  # bounded by the delivery timeout
         except KafkaError as exc:
             with lock:
-                summary.error = summary.error or f"{type(exc).__name__}: {exc}"
+                summary.error = summary.error or _describe(exc)
         with contextlib.suppress(KafkaError):
             producer.close(timeout=5)
     summary.cohorts = len(seen)

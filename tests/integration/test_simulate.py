@@ -95,20 +95,25 @@ def test_a_broker_lost_mid_run_ends_the_run_with_the_undelivered_counted(setting
         ensure_topics(own)
         options = SimulateOptions(accounts=2000, days=90, seed=5, rate=2000)  # ~35 s of it
         results: list = []
-        runner = threading.Thread(
-            target=lambda: results.append(
-                publish_simulation(
+        progress = open(tmp_path / "progress.txt", "w")  # noqa: SIM115
+
+        def run() -> None:
+            try:
+                summary = publish_simulation(
                     options,
                     settings=own,
                     topic=own.raw_topic,
                     partitions=own.partitions,
-                    err=open(tmp_path / "progress.txt", "w"),  # noqa: SIM115
+                    err=progress,
                     # Shorter than the command's 45 s, for the test's sake.
                     producer_options={"delivery_timeout_ms": 6000, "request_timeout_ms": 3000},
                 )
-            ),
-            daemon=True,
-        )
+            except BaseException as exc:  # reported by the assertions, not leaked
+                results.append(exc)
+            else:
+                results.append(summary)
+
+        runner = threading.Thread(target=run, daemon=True)
         runner.start()
         wait_until(
             lambda: (tmp_path / "progress.txt").stat().st_size > 0,
@@ -119,7 +124,9 @@ def test_a_broker_lost_mid_run_ends_the_run_with_the_undelivered_counted(setting
         broker.stop()
     runner.join(timeout=60)
     assert not runner.is_alive(), "the run must end once the broker is gone"
+    progress.close()
     (summary,) = results
+    assert not isinstance(summary, BaseException), repr(summary)
     whole = sum(1 for _ in simulate(SimulationConfig(accounts=2000, days=90, seed=5)))
     assert 0 < summary.events < whole, "it stops sending once sends fail"
     assert summary.failed > 0
