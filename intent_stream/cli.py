@@ -1158,7 +1158,38 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_argument("file", nargs="?", default=None, metavar="FILE", help="the TOML file")
     _add_setting_flags(stages, ["alerts"])
     stages.set_defaults(func=_cmd_stages)
+    _short_usage(parser)
     return parser
+
+
+def _short_usage(parser: argparse.ArgumentParser) -> None:
+    """Give every command a one-line usage: its positionals and ``[options]``.
+
+    Argparse's own lists every flag (some commands have ~80 settings flags), so a mistyped
+    value was reported under 30-45 lines of usage; ``--help`` still lists them all.
+
+    >>> p = argparse.ArgumentParser(prog="x"); sub = p.add_subparsers()
+    >>> s = sub.add_parser("send"); _ = s.add_argument("file"); _ = s.add_argument("--rate")
+    >>> _short_usage(p); s.format_usage().strip()
+    'usage: x send file [options]'
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in action.choices.values():
+            words = ["%(prog)s"]
+            for a in sub._actions:
+                if isinstance(a, argparse._SubParsersAction):
+                    words.append("COMMAND ...")
+                elif not a.option_strings:  # a positional: its name, choices or metavar
+                    name = a.metavar if isinstance(a.metavar, str) else a.dest
+                    if a.choices is not None and a.metavar is None:
+                        name = "{" + ",".join(map(str, a.choices)) + "}"
+                    words.append(f"[{name}]" if a.nargs == "?" else name)
+                elif a.required:  # a required option belongs in the one line too
+                    words.append(f"{a.option_strings[0]} {a.metavar or a.dest.upper()}")
+            sub.usage = " ".join([*words, "[options]"])
+            _short_usage(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

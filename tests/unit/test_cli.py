@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from intent_stream.cli import build_parser, main
@@ -196,3 +198,18 @@ def test_version_and_settings_errors_that_name_the_flag(capsys):
     assert capsys.readouterr().out.strip() == f"intent-stream {__version__}"
     assert main(["settings", "--web-port", "0"]) == 2
     assert "INTENT_STREAM_WEB_PORT (--web-port) must be a TCP port" in capsys.readouterr().err
+
+
+def test_a_mistyped_value_is_reported_under_a_one_line_usage(capsys):
+    # Argparse's own usage lists every flag: ~40 lines for the worker.
+    with pytest.raises(SystemExit) as done:
+        main(["worker", "--partitions", "many"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "usage: intent-stream worker [options]",
+        "intent-stream worker: error: argument --partitions: invalid int value: 'many'",
+    ]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert len(parser.format_usage().strip().splitlines()) == 1, name
