@@ -416,18 +416,18 @@ def _simulate_to_kafka(
     import threading
 
     from intent_stream.runner import wait_for_broker
-    from intent_stream.simulate_cli import publish_simulation, write_truth
+    from intent_stream.simulate_cli import check_writable, publish_simulation, write_truth
     from intent_stream.topics import ensure_topics
 
     if args.cohorts == 0 and args.truth:
         print("simulate: --truth needs a finite run (--cohorts N > 0)", file=sys.stderr)
         return 2
-    if args.truth and not Path(args.truth).parent.is_dir():
-        print(f"simulate: cannot write {args.truth}: no such directory", file=sys.stderr)
-        return 2
-    if args.truth and Path(args.truth).is_dir():
-        print(f"simulate: cannot write {args.truth}: it is a directory", file=sys.stderr)
-        return 2
+    if args.truth:
+        try:
+            check_writable(Path(args.truth))  # before waiting for the broker
+        except ValueError as exc:
+            print(f"simulate: {exc}", file=sys.stderr)
+            return 2
     wait_for_broker(settings, timeout=args.wait)
     ensure_topics(settings)
     if args.truth:

@@ -80,21 +80,20 @@ def _first_start(options: DemoOptions) -> datetime:
 
 def _cohorts(options: DemoOptions, start: datetime) -> Iterator[dict[str, Any]]:
     """Simulated events forever from ``start``: one cohort of accounts after another, in
-    event time."""
-    from intent_stream.simulate import SimulationConfig, simulate
+    event time (the cohorts of ``simulate --cohorts 0``)."""
+    from intent_stream.simulate import simulate
+    from intent_stream.simulate_cli import SimulateOptions, cohort_configs
 
-    cohort = 0
-    while True:
-        config = SimulationConfig(
-            accounts=options.accounts,
-            days=options.days_per_cohort,
-            seed=options.seed + cohort,
-            start=start + timedelta(days=options.days_per_cohort * cohort),
-            reveal_share=options.reveal_share,
-            first_index=options.accounts * cohort,  # ids unique across cohorts
-        )
+    forever = SimulateOptions(
+        accounts=options.accounts,
+        days=options.days_per_cohort,
+        seed=options.seed,
+        reveal_share=options.reveal_share,
+        start=start,
+        cohorts=0,
+    )
+    for config in cohort_configs(forever):
         yield from simulate(config)
-        cohort += 1
 
 
 def _clock_note(options: DemoOptions, start: datetime) -> str:

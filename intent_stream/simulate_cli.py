@@ -42,6 +42,7 @@ from intent_stream.topics import kafka_client_options
 __all__ = [
     "SimulateOptions",
     "SimulateSummary",
+    "check_writable",
     "cohort_configs",
     "parse_start",
     "publish_simulation",
@@ -262,8 +263,8 @@ def write_simulation(
     truth = truth if truth is not None else truth_path_for(output)
     if truth.resolve() == output.resolve():
         raise ValueError("the events and the ground truth need different files")
-    _check_writable(output)
-    _check_writable(truth)
+    check_writable(output)
+    check_writable(truth)
     out = err if err is not None else sys.stderr
     progress = _Progress(out, verb="wrote", cohorts=options.cohorts)
     summary = SimulateSummary()
@@ -297,7 +298,7 @@ def write_truth(options: SimulateOptions, path: Path) -> int:
     """Write the ground truth of every cohort to ``path`` (atomically); return the accounts."""
     if options.cohorts == 0:
         raise ValueError("the ground truth needs a finite run (--cohorts N > 0)")
-    _check_writable(path)
+    check_writable(path)
     tmp = _tmp_for(path)
     try:
         with _create(tmp, path) as fh:
@@ -308,10 +309,10 @@ def write_truth(options: SimulateOptions, path: Path) -> int:
     return accounts
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     """Refuse, before any work, a path that names a directory or lies in none.
 
-    >>> _check_writable(Path("/"))
+    >>> check_writable(Path("/"))
     Traceback (most recent call last):
     ...
     ValueError: cannot write /: it is a directory

@@ -177,3 +177,13 @@ def test_truth_path_and_start_parsing():
     assert truth_path_for(Path("/d/run.jsonl")) == Path("/d/run.truth.jsonl")
     assert truth_path_for(Path("/d/run.ndjson")) == Path("/d/run.ndjson.truth.jsonl")
     assert parse_start("2026-05-02T10:00:00Z") == datetime(2026, 5, 2, 10, tzinfo=UTC)
+
+
+def test_publishing_checks_the_truth_path_before_waiting_for_the_broker(tmp_path, capsys):
+    # Nothing listens on port 1: a check after the broker wait would end in its error instead.
+    argv = ["--accounts", "2", "--kafka", "127.0.0.1:1", "--wait", "30"]
+    code, _, err = _run(capsys, *argv, "--truth", str(tmp_path / "missing" / "t.jsonl"))
+    assert code == 2
+    assert f"no directory {tmp_path / 'missing'}" in err
+    code, _, err = _run(capsys, *argv, "--truth", str(tmp_path))
+    assert (code, err.strip()) == (2, f"simulate: cannot write {tmp_path}: it is a directory")
