@@ -65,7 +65,7 @@ PRODUCE_TOPICS = ("alerts", "dlq", "events", "identity", "transitions")
 #: Alert rules (``intent_stream.scoring.RULES``, not imported here: it loads River) and what
 #: became of a rule that fired (``intent_stream_alert_triggers_total{rule,outcome}``).
 ALERT_RULES = ("intent_threshold", "stage_entry", "topic_surge")
-ALERT_OUTCOMES = ("alerted", "cooldown", "weak_fit")
+ALERT_OUTCOMES = ("alerted", "cooldown", "weak_fit", "low_intent")
 # Event time between two alerts of one account: an hour to a quarter.
 _ALERT_INTERVAL_BUCKETS = tuple(
     h * 3600.0 for h in (1, 6, 12, 24, 48, 72, 7 * 24, 14 * 24, 30 * 24, 90 * 24)
@@ -171,7 +171,8 @@ class Metrics:
             p + "alert_triggers_total",
             "Alert rules that fired for an account, by rule and outcome: alerted (in a "
             "published alert, alone or with other rules), cooldown (held back: the account "
-            "had an alert within alert_cooldown) or weak_fit (held back by fit gating).",
+            "had an alert within alert_cooldown), weak_fit (held back by fit gating) or "
+            "low_intent (a surge below alert_surge_min_score).",
             ["rule", "outcome"],
             registry=registry,
         )

@@ -380,6 +380,12 @@ class Settings:
         "Intent score a weak-fit account needs for a stage_entry or topic_surge alert.",
         group="alerts",
     )
+    alert_surge_min_score: float = _opt(
+        30.0,
+        "Intent score any account needs for a topic_surge alert: a surge below it is held "
+        "back (outcome low_intent), as out-of-market accounts surge on topics too.",
+        group="alerts",
+    )
     alert_routes: str = _opt(
         "",
         "Routing rules suggesting an alert's owner: ';'-separated 'CONDITIONS -> OWNER', "
@@ -712,6 +718,8 @@ def _validate_alerts(s: Settings) -> Iterator[str]:
         )
     if not 0 <= s.alert_weak_fit_min_score <= 100:
         yield f"{env_name('alert_weak_fit_min_score')} must be between 0 and 100"
+    if not 0 <= s.alert_surge_min_score <= 100:
+        yield f"{env_name('alert_surge_min_score')} must be between 0 and 100"
     if s.alert_emails not in ("hide", "show"):
         yield f"{env_name('alert_emails')} must be 'hide' or 'show' (got {s.alert_emails!r})"
     if s.alert_routes.strip():

@@ -15,14 +15,15 @@ account also has a *kind*:
     enters an active buying journey (about ``buyer_share`` of accounts, more often when the
     fit is good): awareness -> consideration -> evaluation -> purchase, with noisy dwell
     times; it may stall (fall back a stage for a while) or drop out. Reaching the end of
-    evaluation creates an opportunity a few days later, won or lost weeks after that; some
-    won customers later churn.
+    evaluation creates an opportunity a few days later, won (about 2 in 7, more often the
+    higher the propensity) or lost weeks to months after that, larger buyers taking longer;
+    some won customers later churn.
 ``passive``
     an out-of-market account of the vendor's market: email opens and the odd blog post, an
     occasional awareness episode, and now and then a short consideration blip that regresses.
 ``customer``
-    an existing customer: product usage, docs, some churn (with an *at_risk* period first,
-    when usage falls and comparison pages get read).
+    an existing customer: product usage, docs, and churn at an annual rate of 6-25% by size
+    (with an *at_risk* period first, when usage falls and comparison pages get read).
 ``researcher``, ``competitor``, ``drive_by``
     background noise: students and consultants reading content with free-mail addresses,
     competitors studying pricing and comparison pages, one-off visitors.
@@ -562,6 +563,42 @@ def _choice(rng: random.Random, options: Sequence[_T]) -> _T:
     return options[int(rng.random() * len(options))]
 
 
+#: The shortest time from an opportunity to its close (won or lost), in days.
+_MIN_SALES_CYCLE_DAYS = 14
+
+
+def sales_cycle_days(employees: int) -> float:
+    """Mean days from an opportunity to its close: longer the larger the buyer, as B2B
+    deals are (about seven weeks for a company of 100, ten for one of 10,000).
+
+    >>> round(sales_cycle_days(100)), round(sales_cycle_days(10_000))
+    (45, 65)
+    """
+    return 25.0 + 10.0 * math.log10(employees + 1)
+
+
+def win_probability(propensity: float) -> float:
+    """Chance that an opportunity is won: a quarter to a third for the accounts that get
+    that far (their propensity is mostly 0.6-0.95), as B2B win rates are.
+
+    >>> round(win_probability(0.8), 2)
+    0.29
+    """
+    return 0.05 + 0.3 * propensity
+
+
+def churn_within(employees: int, days: float) -> float:
+    """Chance that a customer cancels within ``days``: annual logo churn of 25% for small
+    companies (under 200 people), 12% for mid-sized ones and 6% for enterprises (5,000 or
+    more), compounded over the window.
+
+    >>> round(churn_within(50, 365), 2), round(churn_within(1000, 120), 3)
+    (0.25, 0.041)
+    """
+    annual = 0.25 if employees < 200 else 0.12 if employees < 5000 else 0.06
+    return 1.0 - float((1.0 - annual) ** (days / 365.0))
+
+
 def _randint(rng: random.Random, low: int, high: int) -> int:
     return low + int(rng.random() * (high - low + 1))
 
@@ -723,7 +760,7 @@ def _make_plan(config: SimulationConfig, idx: int, start: int, end: int) -> _Pla
     elif kind == "customer":
         timeline = [(start - 3650 * _DAY, "customer")]
         plan.amount = int(round(r.lognormvariate(math.log(25000 + employees * 15), 0.5), -2))
-        if r.random() < 0.2:
+        if r.random() < churn_within(employees, span / _DAY):
             churn = start + int(r.uniform(0.15, 1.0) * span)
             timeline.append((max(start, churn - _gamma_ms(r, 20)), "at_risk"))
             timeline.append((churn, "churned"))
@@ -806,9 +843,11 @@ def _buyer_timeline(
         timeline.append((t, following))
     if reached_opportunity:
         assert plan.opportunity_at is not None
-        t = plan.opportunity_at + max(10 * _DAY, _gamma_ms(r, 35, 3.0))
+        t = plan.opportunity_at + max(
+            _MIN_SALES_CYCLE_DAYS * _DAY, _gamma_ms(r, sales_cycle_days(plan.employees), 3.0)
+        )
         plan.amount = int(round(r.lognormvariate(math.log(25000 + plan.employees * 15), 0.5), -2))
-        if r.random() < 0.25 + 0.45 * plan.propensity:
+        if r.random() < win_probability(plan.propensity):
             plan.won_at = t
             timeline.append((t, "customer"))
             if r.random() < 0.08:

@@ -29,6 +29,7 @@ def alert_policy(settings: Settings) -> HotLeadPolicy:
         stages=_names(settings.alert_stages),
         weak_fit_points=settings.alert_weak_fit_points,
         weak_fit_min_score=settings.alert_weak_fit_min_score,
+        surge_min_score=settings.alert_surge_min_score,
         router=AlertRouter(settings.alert_routes, default=settings.alert_default_route),
         show_emails=settings.alert_emails == "show",
     )

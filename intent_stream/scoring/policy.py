@@ -5,7 +5,9 @@ Three rules can fire for an account, each at most once per record:
 * ``intent_threshold``: the intent score reaches ``enter`` (hysteresis: re-armed only after
   the score falls below ``exit``);
 * ``stage_entry``: the account enters one of ``stages`` (``evaluation``, ``purchase``);
-* ``topic_surge``: a topic surge starts (:meth:`TopicSurge.learn_one` returned ``True``).
+* ``topic_surge``: a topic surge starts (:meth:`TopicSurge.learn_one` returned ``True``)
+  while the intent score is at least ``surge_min_score``: reading more about a topic than
+  usual is a lead's *reason*, not enough on its own (out-of-market accounts surge too).
 
 **Fit gating**: weak-fit accounts need more evidence: their enter threshold is raised by
 ``weak_fit_points``, and their surge and stage alerts need an intent score of at least
@@ -63,6 +65,7 @@ DEFAULT_ALERT_STAGES: tuple[str, ...] = ("evaluation", "purchase")
 #: Why a rule that fired made no alert (``intent_stream_alert_triggers_total{outcome}``).
 SUPPRESSED_COOLDOWN = "cooldown"
 SUPPRESSED_WEAK_FIT = "weak_fit"
+SUPPRESSED_LOW_INTENT = "low_intent"
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,8 @@ class AlertDecision:
     """What :meth:`HotLeadPolicy.decide_one` decided for one account and record.
 
     ``rules``: the rules of the alert to send (empty: none); ``suppressed``: rules that fired
-    but were held back, with why (``cooldown`` or ``weak_fit``); ``threshold``: the enter
-    threshold that applied (raised for weak fit).
+    but were held back, with why (``cooldown``, ``weak_fit`` or ``low_intent``);
+    ``threshold``: the enter threshold that applied (raised for weak fit).
     """
 
     rules: tuple[str, ...] = ()
@@ -178,6 +181,9 @@ class HotLeadPolicy:
         Added to ``enter`` for accounts whose fit band is ``weak``.
     weak_fit_min_score
         Intent score a weak-fit account needs for a surge or stage alert.
+    surge_min_score
+        Intent score any account needs for a surge alert (a surge below it is held back as
+        ``low_intent``).
     router
         Suggests an owner or queue from the account's traits (:class:`AlertRouter`).
     show_emails
@@ -194,6 +200,7 @@ class HotLeadPolicy:
         stages: Iterable[str] = DEFAULT_ALERT_STAGES,
         weak_fit_points: float = 10.0,
         weak_fit_min_score: float = 50.0,
+        surge_min_score: float = 0.0,
         router: AlertRouter | None = None,
         show_emails: bool = False,
     ) -> None:
@@ -210,6 +217,7 @@ class HotLeadPolicy:
         self.stages = tuple(stages)
         self.weak_fit_points = weak_fit_points
         self.weak_fit_min_score = weak_fit_min_score
+        self.surge_min_score = surge_min_score
         self.router = router if router is not None else AlertRouter()
         self.show_emails = show_emails
         self._nothing_decision = AlertDecision(threshold=self.enter)
@@ -227,6 +235,12 @@ class HotLeadPolicy:
         80.0
         """
         return float(self.enter + (self.weak_fit_points if fit_band == "weak" else 0.0))
+
+    def _surge_gate(self, weak: bool, score: float) -> str | None:
+        """Why a surge that started is held back (``None``: it alerts)."""
+        if weak:
+            return SUPPRESSED_WEAK_FIT
+        return SUPPRESSED_LOW_INTENT if score < self.surge_min_score else None
 
     def decide_one(
         self,
@@ -262,13 +276,13 @@ class HotLeadPolicy:
         fired: list[str] = []
         held: list[tuple[str, str]] = []
         weak = band == "weak" and score < self.weak_fit_min_score
-        for rule, triggered, gated in (
-            (RULE_INTENT, intent, score < threshold),
-            (RULE_STAGE, bool(entered), weak),
-            (RULE_SURGE, bool(started), weak),
+        for rule, triggered, held_as in (
+            (RULE_INTENT, intent, SUPPRESSED_WEAK_FIT if score < threshold else None),
+            (RULE_STAGE, bool(entered), SUPPRESSED_WEAK_FIT if weak else None),
+            (RULE_SURGE, bool(started), self._surge_gate(weak, score)),
         ):
             if triggered:
-                (held.append((rule, SUPPRESSED_WEAK_FIT)) if gated else fired.append(rule))
+                (held.append((rule, held_as)) if held_as else fired.append(rule))
         cooling = state.last_alert_ts is not None and ts - state.last_alert_ts < self.cooldown_s
         if cooling and fired:
             held += [(rule, SUPPRESSED_COOLDOWN) for rule in fired]

@@ -77,6 +77,7 @@ def test_every_setting_is_documented_with_a_prefixed_variable():
         ({"alert_emails": "yes"}, "INTENT_STREAM_ALERT_EMAILS"),
         ({"alert_weak_fit_points": -1.0}, "INTENT_STREAM_ALERT_WEAK_FIT_POINTS"),
         ({"alert_weak_fit_min_score": 101.0}, "INTENT_STREAM_ALERT_WEAK_FIT_MIN_SCORE"),
+        ({"alert_surge_min_score": 120.0}, "INTENT_STREAM_ALERT_SURGE_MIN_SCORE"),
         ({"alert_routes": "region=EMEA emea-team"}, "INTENT_STREAM_ALERT_ROUTES"),
         ({"memory_trim_interval": -1.0}, "INTENT_STREAM_MEMORY_TRIM_INTERVAL"),
         ({"intent_max_blend": 1.2}, "INTENT_STREAM_INTENT_MAX_BLEND"),
@@ -98,6 +99,7 @@ def test_alert_settings_build_the_policy():
         "INTENT_STREAM_ALERT_WEAK_FIT_POINTS": "5",
         "INTENT_STREAM_ALERT_ROUTES": "country=FR -> paris",
         "INTENT_STREAM_ALERT_EMAILS": "show",
+        "INTENT_STREAM_ALERT_SURGE_MIN_SCORE": "45",
     }
     policy = alert_policy(Settings.from_env(env))
     assert policy.rules == ("stage_entry", "topic_surge")
@@ -105,7 +107,9 @@ def test_alert_settings_build_the_policy():
     assert policy.threshold("weak") == 75.0
     assert policy.router.route({"country": "fr"}).owner == "paris"
     assert policy.show_emails is True
+    assert policy.surge_min_score == 45.0
     assert alert_policy(Settings()).show_emails is False
+    assert alert_policy(Settings()).surge_min_score == 30.0
 
 
 @pytest.mark.parametrize("decisions", ["record", "batch"])

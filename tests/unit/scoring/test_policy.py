@@ -170,6 +170,24 @@ def test_weak_fit_surges_and_stage_entries_need_a_minimum_intent_score():
     assert d.rules == (RULE_STAGE, RULE_SURGE)
 
 
+def test_a_surge_alerts_only_with_some_intent_behind_it():
+    policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=0, surge_min_score=30)
+    state, d = policy.decide_one(PolicyState(), score=29.9, ts=0, surges=("ai",))
+    assert not d.fired
+    assert state.episode == 0
+    assert d.suppressed == ((RULE_SURGE, "low_intent"),)
+    assert d.surges == ("ai",)
+    _, d = policy.decide_one(PolicyState(), score=30, ts=0, surges=("ai",))
+    assert d.rules == (RULE_SURGE,)
+    # The gate is the surge's alone: a stage entry in the same record still alerts.
+    _, d = policy.decide_one(PolicyState(), score=10, ts=0, stages=("evaluation",), surges=("ai",))
+    assert d.rules == (RULE_STAGE,)
+    assert d.suppressed == ((RULE_SURGE, "low_intent"),)
+    # A weak-fit account below its own minimum is held back as weak fit.
+    _, d = policy.decide_one(PolicyState(), score=40, ts=0, fit_band="weak", surges=("ai",))
+    assert d.suppressed == ((RULE_SURGE, "weak_fit"),)
+
+
 def test_the_fit_band_is_asked_only_when_a_rule_fires():
     policy = HotLeadPolicy(enter=70, exit=50, cooldown_s=0)
     calls = []
