@@ -591,10 +591,17 @@ class SendSummary:
     failed: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: Stopped by Ctrl-C: what was queued before was still flushed, the rest not read.
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.bad == 0 and self.failed == 0 and self.delivered == self.queued
+        return (
+            self.bad == 0
+            and self.failed == 0
+            and self.delivered == self.queued
+            and not self.interrupted
+        )
 
 
 #: Bad lines printed one by one before the rest are only counted.
@@ -615,11 +622,49 @@ def send_jsonl(
     Blank lines are skipped; a line that is not JSON or fails the Segment checks is reported
     on ``err`` with its number and reason, and the rest go on. ``rate`` (events per second)
     paces the sending; the progress line shows events sent, events/s and, when
-    ``total_bytes`` is known, the share of the file read.
+    ``total_bytes`` is known, the share of the file read. Ctrl-C stops the reading; the
+    events queued so far are still flushed and the summary says so (``interrupted``).
     """
     out = err if err is not None else sys.stderr
     interactive = out.isatty()
     summary = SendSummary()
+    start = time.monotonic()
+    read = 0
+    try:
+        read = _send_lines(client, stream, summary, out, rate, total_bytes, progress_every)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        if interactive:
+            out.write("\n")
+        print(
+            "interrupted: flushing the events queued so far (Ctrl-C again to abandon them)",
+            file=out,
+            flush=True,
+        )
+    try:
+        client.flush()
+    except DeliveryError as exc:
+        summary.errors.append(str(exc))
+    summary.seconds = time.monotonic() - start
+    summary.delivered = client.delivered
+    summary.failed = client.failed
+    _progress(out, summary.queued, summary.seconds, read, total_bytes, interactive, final=True)
+    if summary.bad > _MAX_BAD_SHOWN:
+        print(f"... and {summary.bad - _MAX_BAD_SHOWN} more bad line(s)", file=out)
+    return summary
+
+
+def _send_lines(
+    client: IntentClient,
+    stream: IO[bytes],
+    summary: SendSummary,
+    out: IO[str],
+    rate: float | None,
+    total_bytes: int | None,
+    progress_every: float,
+) -> int:
+    """Queue every line of ``stream`` (:func:`send_jsonl`); the bytes read."""
+    interactive = out.isatty()
     start = last_shown = time.monotonic()
     read = 0
     for number, line in enumerate(stream, start=1):
@@ -645,17 +690,7 @@ def send_jsonl(
         if now - last_shown >= (progress_every if interactive else 5.0):
             last_shown = now
             _progress(out, summary.queued, now - start, read, total_bytes, interactive)
-    try:
-        client.flush()
-    except DeliveryError as exc:
-        summary.errors.append(str(exc))
-    summary.seconds = time.monotonic() - start
-    summary.delivered = client.delivered
-    summary.failed = client.failed
-    _progress(out, summary.queued, summary.seconds, read, total_bytes, interactive, final=True)
-    if summary.bad > _MAX_BAD_SHOWN:
-        print(f"... and {summary.bad - _MAX_BAD_SHOWN} more bad line(s)", file=out)
-    return summary
+    return read
 
 
 def _bad(summary: SendSummary, out: IO[str], number: int, reason: str) -> None:

@@ -229,3 +229,23 @@ def test_promtool_accepts_the_config_and_rules():
     ):
         result = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_installs_the_dependencies_before_it_copies_the_code(compose, tmp_path):
+    import sys
+    import tomllib
+
+    text = (REPO / compose["x-engine"]["build"]["dockerfile"]).read_text()
+    # The dependencies' layer comes before the code's, so a code change keeps it cached.
+    assert text.index("-r /tmp/requirements.txt") < text.index("COPY intent_stream")
+    assert text.index("-r /tmp/requirements.txt") < text.index("COPY README.md")
+    # Its command, run by a shell as the build runs it, lists pyproject's dependencies.
+    command = re.search(r'RUN (python -c ".*?")', text)
+    assert command, "no RUN python -c line in the Dockerfile"
+    shell = command.group(1).replace("python -c", f"{sys.executable} -c", 1)
+    (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    out = subprocess.run(
+        ["sh", "-c", shell], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert out.splitlines() == project["dependencies"]

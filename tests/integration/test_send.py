@@ -93,3 +93,35 @@ def test_a_missing_file_is_reported_with_exit_2(raw_settings, tmp_path):
     done = _send(raw_settings, str(tmp_path / "nope.jsonl"))
     assert done.returncode == 2
     assert "cannot read" in done.stderr.decode()
+
+
+def test_ctrl_c_flushes_what_was_queued_and_says_so(raw_settings, endpoints, tmp_path):
+    import re
+    import signal
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(_event(i) for i in range(5000)) + b"\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "intent_stream", "send", str(path), "--batch", "5", "--rate", "50"],
+        env=settings_env(raw_settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Once the first events are on the topic, the sender is in its paced loop.
+        read_topic(endpoints, raw_settings.raw_topic, count=1, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted: flushing the events queued so far" in err.decode()
+    summary = re.search(rb"sent ([\d,]+) of ([\d,]+) events", out)
+    assert summary, out.decode()
+    delivered, queued = (int(n.replace(b",", b"")) for n in summary.groups())
+    assert 0 < delivered == queued < 5000
+    assert b"interrupted: the lines after these were not read" in out
+    found = _messages(endpoints, raw_settings.raw_topic, count=queued)
+    assert {m["messageId"] for m in found} == {f"line-{i}" for i in range(queued)}

@@ -74,7 +74,7 @@ def test_unreachable_redis_is_an_error_that_says_what_to_check(capsys, command):
     # Port 1 on the loopback refuses at once: a real connection attempt, no server.
     assert main([*command, "--redis", "redis://user:secret@127.0.0.1:1/0"]) == 1
     err = capsys.readouterr().err
-    assert "Redis at redis://127.0.0.1:1/0 failed (ConnectionError" in err
+    assert "Redis at redis://user:***@127.0.0.1:1/0 failed (ConnectionError" in err
     assert "INTENT_STREAM_REDIS" in err
     assert "secret" not in err
 
@@ -161,7 +161,7 @@ def test_alerts_forward_checks_redis_before_waiting_for_the_broker(capsys):
     argv = ["alerts", "forward", "--kafka", "127.0.0.1:1", "--webhook", "http://127.0.0.1:1/h"]
     assert main([*argv, "--redis", "redis://u:pw@127.0.0.1:1/0", "--wait", "30"]) == 1
     err = capsys.readouterr().err
-    assert "Redis at redis://127.0.0.1:1/0 failed" in err  # not a 30 s wait for the broker
+    assert "Redis at redis://u:***@127.0.0.1:1/0 failed" in err  # not a 30 s wait for the broker
     assert "pw" not in err
 
 
