@@ -31,7 +31,9 @@ account also has a *kind*:
 Activity is a non-homogeneous Poisson process whose rate and mix of actions depend on the
 hidden stage, with business hours and weekends in the account's local time. People browse
 anonymously (``anonymousId`` only) until a form fill or an email click identifies them; from
-then on their web events carry ``userId`` and ``context.traits.email`` too. Email, webinar,
+then on their web events carry ``userId`` and ``context.traits.email`` too; existing
+customers' users are known from the start, and their first visit of the window logs in (an
+``identify`` with their traits, and the company's ``group`` call). Email, webinar,
 product-usage and CRM events come from server-side sources and carry ``userId`` only.
 
 Visits come from organic and paid search, organic and paid social, display retargeting,
@@ -922,6 +924,7 @@ class _Person:
         "email",
         "identified",
         "known",
+        "logged_in",
         "name",
         "role",
         "seniority",
@@ -958,6 +961,7 @@ class _Person:
         self.cookies = tuple(_uuid(rng) for _ in range(n_cookies))
         self.known = known  # on the marketing list / in the CRM: email events carry userId
         self.identified = 0  # bit i set: cookie i has been tied to userId by an identify call
+        self.logged_in = False  # a customer's user: sent an identify at a first login
         self.busy_until = 0
 
 
@@ -1084,7 +1088,6 @@ class _Simulator:
             for slot in range(len(plan.roles)):
                 person = self._person(account, slot)
                 person.identified = (1 << len(person.cookies)) - 1
-            account.group_sent = True
         for when, action in plan.scheduled:
             if when >= t:
                 self._schedule(when, plan.idx, action, None)
@@ -1255,12 +1258,25 @@ class _Simulator:
 
     def _identify(self, v: _Visit) -> None:
         """Tie the visit's cookie to the person, as a form fill or a tracked link does."""
-        person, account = v.person, v.account
+        person = v.person
         if person.identified >> v.cookie & 1:
             return
-        plan = account.plan
         person.identified |= 1 << v.cookie
         person.known = True
+        self._send_identify(v)
+
+    def _login(self, v: _Visit) -> None:
+        """A customer's user opens a first visit of the window: the app's login sends an
+        identify with the user's traits (and the company's group call, once); their cookies
+        carried the userId already, as they were identified before the window."""
+        if v.person.logged_in or v.account.plan.kind != "customer":
+            return
+        v.person.logged_in = True
+        self._send_identify(v)
+
+    def _send_identify(self, v: _Visit) -> None:
+        person, account = v.person, v.account
+        plan = account.plan
         event = self._base("identify", account, person, v.cookie)
         event["traits"] = {
             "email": person.email,
@@ -1389,6 +1405,7 @@ class _Simulator:
         cookie = 0 if len(person.cookies) == 1 or rng.random() < 0.8 else 1
         referrer, campaign = self._entry(account, compare=action == "compare")
         visit = _Visit(account, person, cookie, t, referrer, campaign)
+        self._login(visit)
         self._sessions[action](visit)
         if self._random() < 0.45:
             self._wander(visit, rank)
@@ -1418,6 +1435,7 @@ class _Simulator:
         self._track(t, account, person, None, "Email Clicked", {**props, "link_url": _SITE + path})
         utm = {"name": campaign, "source": "newsletter", "medium": "email", "content": email_id}
         visit = _Visit(account, person, 0, max(t + self._gap(1, 4), person.busy_until + 1), "", utm)
+        self._login(visit)
         self._page(visit, path, title, topic)
         if rng.random() < 0.5:
             # The tracked link carries the recipient: the cookie becomes known.

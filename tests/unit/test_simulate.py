@@ -244,6 +244,28 @@ def test_people_browse_anonymously_before_they_identify(events, truth):
     )
 
 
+def test_customers_users_log_in_with_their_traits_and_their_company(events, truth):
+    customers = {t.account_id for t in truth if t.kind == "customer"}
+    first_web: dict[str, dict] = {}
+    groups = set()
+    for event in events:
+        account = event["context"]["groupId"]
+        if account not in customers:
+            continue
+        if event["type"] == "group":
+            groups.add(account)
+            assert event["traits"]["industry"]
+            assert event["traits"]["employees"]
+        if "anonymousId" in event:
+            first_web.setdefault(event["userId"], event)
+    assert len(first_web) >= 10
+    # Each user's first web event is the login's identify, with who they are.
+    for event in first_web.values():
+        assert event["type"] == "identify"
+        assert {"email", "title", "role", "seniority"} <= set(event["traits"])
+    assert {e["context"]["groupId"] for e in first_web.values()} <= groups
+
+
 def test_volume_for_a_thousand_accounts_is_in_the_expected_range():
     n = sum(1 for _ in simulate(SimulationConfig(accounts=1000, days=90, seed=5)))
     assert 20_000 <= n <= 60_000
