@@ -370,6 +370,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             days=args.days,
             seed=args.seed,
             reveal_share=args.reveal_share,
+            crm_sync_minutes=args.crm_sync_minutes,
             start=parse_start(args.start) if args.start else None,
             ending_now=args.ending_now,
             cohorts=args.cohorts,
@@ -937,6 +938,15 @@ def _add_simulate_parser(sub: Any) -> None:
         help="share of anonymous visitors whose events carry their account before they are "
         "identified, as reverse-IP enrichment would (0-1; default 1). The others' events "
         "carry no account until the visitor is identified",
+    )
+    simulate.add_argument(
+        "--crm-sync-minutes",
+        type=float,
+        default=60.0,
+        metavar="M",
+        help="the CRM's events (opportunities, deals, cancellations) arrive at its next sync, "
+        "every M minutes on the clock, with their own earlier timestamps: late events, as a "
+        "CRM source delivers them (default 60; 0: when they happen)",
     )
     simulate.add_argument(
         "--start",

@@ -50,8 +50,9 @@ its own ``random.Random`` derived from the seed and the account's index, so
 :func:`ground_truth` computes it without generating any event. Events come from one
 ``random.Random(seed)`` and a discrete-event loop: a heap of pending account actions in time
 order and a small heap of generated events, released once no pending action can produce an
-earlier one. Memory grows with the number of accounts (each plan, the people met so far),
-not with the number of events: pending events span minutes of simulated time.
+earlier one; the CRM's events are then held until their sync (``crm_sync_minutes``).
+Memory grows with the number of accounts (each plan, the people met so far), not with the
+number of events: pending events span minutes of simulated time, held ones a sync period.
 
 >>> config = SimulationConfig(accounts=20, days=30, seed=7)
 >>> events = list(simulate(config))
@@ -86,13 +87,17 @@ import orjson
 from intent_stream.events import MAX_EVENT_TIME, MIN_EVENT_TIME
 
 __all__ = [
+    "CRM_EVENTS",
     "HIGH_INTENT_EVENTS",
     "KINDS",
     "STAGES",
     "AccountTruth",
     "SimulationConfig",
+    "churn_within",
     "ground_truth",
+    "sales_cycle_days",
     "simulate",
+    "win_probability",
     "write_jsonl",
 ]
 
@@ -115,6 +120,9 @@ STAGES = (
 KINDS = ("buyer", "passive", "customer", "researcher", "competitor", "drive_by")
 #: Track events that mark late-stage intent (used by tests and benchmarks as a yardstick).
 HIGH_INTENT_EVENTS = frozenset({"Pricing Viewed", "Demo Requested", "Trial Started"})
+#: Track events the CRM records and a periodic sync delivers, after the fact
+#: (``SimulationConfig.crm_sync_minutes``).
+CRM_EVENTS = frozenset({"Opportunity Created", "Deal Won", "Deal Lost", "Subscription Cancelled"})
 
 _SECOND = 1000
 _MINUTE = 60 * _SECOND
@@ -162,6 +170,12 @@ class SimulationConfig:
         Number in the first account's id (``falcon-7.example``); the accounts are numbered
         from it. Cohorts of one run continue each other's numbering, so that no two of their
         accounts share an id (:func:`intent_stream.simulate_cli.cohort_configs`).
+    crm_sync_minutes : float
+        How often the CRM's sync delivers its events (:data:`CRM_EVENTS`: opportunities,
+        deals, cancellations), as a CRM source or a reverse-ETL job does: each arrives at the
+        first sync after it happened (syncs on the clock: every hour on the hour by
+        default), keeping its own ``timestamp``, so the stream carries late events as a real
+        one does. 0 delivers them when they happen.
 
     >>> SimulationConfig(accounts=5).start_ms
     1767225600000
@@ -182,6 +196,7 @@ class SimulationConfig:
     buyer_share: float = 0.25
     reveal_share: float = 1.0
     first_index: int = 0
+    crm_sync_minutes: float = 60.0
 
     def __post_init__(self) -> None:
         if self.accounts < 0:
@@ -194,6 +209,8 @@ class SimulationConfig:
             raise ValueError("buyer_share must be between 0 and 1")
         if not 0.0 <= self.reveal_share <= 1.0:
             raise ValueError("reveal_share must be between 0 and 1")
+        if not (self.crm_sync_minutes >= 0 and math.isfinite(self.crm_sync_minutes)):
+            raise ValueError("crm_sync_minutes must be 0 or more (and finite)")
         if self.start is not None and self.start.tzinfo is None:
             object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
         # The engine dead-letters event times outside the years 2000-2999.
@@ -1653,7 +1670,10 @@ class _Clock:
 
 
 def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
-    """Yield simulated Segment-spec events in non-decreasing ``timestamp`` order.
+    """Yield simulated Segment-spec events in the order a pipeline receives them: in
+    non-decreasing ``timestamp`` order, but for the CRM's events (:data:`CRM_EVENTS`), each
+    of which arrives at the first CRM sync after its ``timestamp``
+    (``config.crm_sync_minutes``; with 0 every event comes in ``timestamp`` order).
 
     Parameters
     ----------
@@ -1675,12 +1695,44 @@ def simulate(config: SimulationConfig) -> Iterator[dict[str, Any]]:
     iso = _Clock().iso
     prefix = f"sim-{config.seed}-"
     n = 0
-    for ts, event in _Simulator(config).run():
+    sync_ms = round(config.crm_sync_minutes * _MINUTE)
+    for ts, event in _delivered(_Simulator(config).run(), sync_ms):
         event["messageId"] = f"{prefix}{n}"
         event["timestamp"] = iso(ts)
         n += 1
         yield event
     logger.debug("simulated %d events for %d accounts", n, config.accounts)
+
+
+def _delivered(
+    events: Iterator[tuple[int, dict[str, Any]]], sync_ms: int
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(ts, event)`` in ``ts`` order, re-ordered as they arrive: CRM events are held until
+    the first multiple of ``sync_ms`` after their time (none held when ``sync_ms`` is 0).
+    No randomness, so the events are the same whatever the sync; only their order moves.
+
+    >>> crm = {"type": "track", "event": "Deal Won"}
+    >>> web = {"type": "page"}
+    >>> [ts for ts, _ in _delivered(iter([(5, crm), (7, web), (12, web)]), 10)]
+    [7, 5, 12]
+    >>> [ts for ts, _ in _delivered(iter([(5, crm), (7, web)]), 0)]
+    [5, 7]
+    """
+    if sync_ms <= 0:
+        yield from events
+        return
+    held: list[tuple[int, int, int, dict[str, Any]]] = []  # (arrival, ts, order, event)
+    for order, (ts, event) in enumerate(events):
+        while held and held[0][0] <= ts:
+            _, when, _, due = heapq.heappop(held)
+            yield when, due
+        if event["type"] == "track" and event.get("event") in CRM_EVENTS:
+            heapq.heappush(held, ((ts // sync_ms + 1) * sync_ms, ts, order, event))
+        else:
+            yield ts, event
+    while held:
+        _, when, _, due = heapq.heappop(held)
+        yield when, due
 
 
 def ground_truth(config: SimulationConfig) -> list[AccountTruth]:

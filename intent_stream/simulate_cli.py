@@ -74,6 +74,7 @@ class SimulateOptions:
     days: float = 90.0
     seed: int = 42
     reveal_share: float = 1.0
+    crm_sync_minutes: float = 60.0
     start: datetime | None = None
     ending_now: bool = False
     cohorts: int = 1
@@ -88,15 +89,16 @@ class SimulateOptions:
             raise ValueError("--rate must be a positive number (leave it out for full speed)")
         if self.ending_now and self.start is not None:
             raise ValueError("give --start or --ending-now, not both")
-        # SimulationConfig checks accounts, days, reveal_share and the window (all cohorts
-        # of a finite run in one); its messages start with the field's name, which becomes
-        # the option's.
+        # SimulationConfig checks accounts, days, reveal_share, crm_sync_minutes and the
+        # window (all cohorts of a finite run in one); its messages start with the field's
+        # name, which becomes the option's.
         try:
             SimulationConfig(
                 accounts=self.accounts,
                 days=self.days,
                 seed=self.seed,
                 reveal_share=self.reveal_share,
+                crm_sync_minutes=self.crm_sync_minutes,
             )
             SimulationConfig(
                 accounts=self.accounts,
@@ -172,6 +174,7 @@ def cohort_configs(
             start=start,
             reveal_share=options.reveal_share,
             first_index=options.accounts * i,
+            crm_sync_minutes=options.crm_sync_minutes,
         )
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from intent_stream.events import parse_event, parse_timestamp
 from intent_stream.simulate import (
+    CRM_EVENTS,
     HIGH_INTENT_EVENTS,
     KINDS,
     STAGES,
@@ -64,13 +65,40 @@ def test_same_seed_same_events_and_another_seed_other_events(events):
     assert other[0]["messageId"].startswith("sim-12-")
 
 
-def test_timestamps_are_iso_milliseconds_in_order_and_inside_the_window(events):
+def test_timestamps_are_iso_milliseconds_inside_the_window_and_in_arrival_order(events):
     stamps = [e["timestamp"] for e in events]
     assert all(ISO_MS.match(s) for s in stamps)
     epochs = [parse_timestamp(s) for s in stamps]
+    assert min(epochs) >= CONFIG.start_ms / 1000
+    assert max(epochs) < CONFIG.end_ms / 1000
+    crm = [e.get("event") in CRM_EVENTS for e in events]
+    # Everything but the CRM's events comes in time order.
+    others = [t for t, is_crm in zip(epochs, crm, strict=True) if not is_crm]
+    assert others == sorted(others)
+    # A CRM event arrives at the first hourly sync after it: after every other event
+    # before that hour, before every other event from it on.
+    late = 0
+    for i, (t, is_crm) in enumerate(zip(epochs, crm, strict=True)):
+        if not is_crm:
+            continue
+        sync = (t // 3600 + 1) * 3600
+        assert all(u < sync for u, c in zip(epochs[:i], crm[:i], strict=True) if not c)
+        assert all(u >= sync for u, c in zip(epochs[i:], crm[i:], strict=True) if not c)
+        late += any(u > t for u in epochs[:i])
+    assert late > 0  # some do arrive after later events: the stream has late events
+
+
+def test_the_crm_sync_moves_only_the_order_of_events(events):
+    at_once = list(simulate(dataclasses.replace(CONFIG, crm_sync_minutes=0)))
+    epochs = [parse_timestamp(e["timestamp"]) for e in at_once]
     assert epochs == sorted(epochs)
-    assert epochs[0] >= CONFIG.start_ms / 1000
-    assert epochs[-1] < CONFIG.end_ms / 1000
+
+    def content(stream):
+        return sorted(orjson.dumps({**e, "messageId": ""}) for e in stream)
+
+    assert content(at_once) == content(events)
+    with pytest.raises(ValueError, match="crm_sync_minutes must be 0 or more"):
+        SimulationConfig(crm_sync_minutes=-1)
 
 
 def test_every_event_is_a_valid_segment_message_for_the_engine(events):

@@ -94,6 +94,16 @@ def test_ending_now_places_the_window_before_the_current_time():
     assert next(cohort_configs(SimulateOptions())).start_ms == SimulationConfig().start_ms
 
 
+def test_the_crm_sync_option_reaches_every_cohort(tmp_path, capsys):
+    options = SimulateOptions(accounts=3, cohorts=2, crm_sync_minutes=15)
+    assert [c.crm_sync_minutes for c in cohort_configs(options)] == [15, 15]
+    output = tmp_path / "at-once.jsonl"
+    args = ["--accounts", "40", "--days", "30", "--crm-sync-minutes", "0"]
+    assert _run(capsys, *args, "--output", str(output))[0] == 0
+    at_once = SimulationConfig(accounts=40, days=30, seed=42, crm_sync_minutes=0)
+    assert _lines(output) == list(simulate(at_once))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -112,6 +122,8 @@ def test_ending_now_places_the_window_before_the_current_time():
         (["--start", "2999-12-25"], "--days must end the window before 3000"),
         (["--cohorts", "50", "--days", "10000"], "--days must end the window before 3000"),
         (["--wait", "-1"], "--wait must be 0 or more"),
+        (["--crm-sync-minutes", "-5"], "--crm-sync-minutes must be 0 or more"),
+        (["--crm-sync-minutes", "nan"], "--crm-sync-minutes must be 0 or more"),
     ],
 )
 def test_bad_options_exit_2_and_say_why(tmp_path, capsys, args, message):
