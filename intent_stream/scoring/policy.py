@@ -200,7 +200,7 @@ class HotLeadPolicy:
         stages: Iterable[str] = DEFAULT_ALERT_STAGES,
         weak_fit_points: float = 10.0,
         weak_fit_min_score: float = 50.0,
-        surge_min_score: float = 0.0,
+        surge_min_score: float = 30.0,
         router: AlertRouter | None = None,
         show_emails: bool = False,
     ) -> None:
