@@ -49,6 +49,7 @@ import time
 from bisect import bisect_right
 from collections import Counter, deque
 from datetime import datetime
+from typing import Any
 
 import orjson
 from harness import write_result
@@ -88,6 +89,40 @@ class Timeline:
         return self.ranks[max(bisect_right(self.times, ts) - 1, 0)]
 
 
+def outcomes_by_rule(
+    first_alert: dict[str, float], first_rule: dict[str, str], converts_at: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Per primary rule of the accounts' first alerts: true and false positives, late
+    alerts, precision and the median lead in days (as the totals count them).
+
+    >>> by = outcomes_by_rule({"a": 0.0, "b": 0.0, "c": 0.0},
+    ...                       {"a": "stage_entry", "b": "stage_entry", "c": "topic_surge"},
+    ...                       {"a": 2 * 86400.0})
+    >>> by["stage_entry"]["precision"], by["stage_entry"]["median_lead_days"]
+    (0.5, 2.0)
+    >>> by["topic_surge"]["false_positives"], by["topic_surge"]["precision"]
+    (1, 0.0)
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for account, at in first_alert.items():
+        row = out.setdefault(
+            first_rule[account],
+            {"true_positives": 0, "false_positives": 0, "late_alerts": 0, "leads": []},
+        )
+        if account not in converts_at:
+            row["false_positives"] += 1
+        elif at < converts_at[account]:
+            row["true_positives"] += 1
+            row["leads"].append((converts_at[account] - at) / 86400)
+        else:
+            row["late_alerts"] += 1
+    for row in out.values():
+        tp, fp, leads = row["true_positives"], row["false_positives"], row.pop("leads")
+        row["precision"] = tp / (tp + fp) if tp + fp else None
+        row["median_lead_days"] = statistics.median(leads) if leads else None
+    return dict(sorted(out.items()))
+
+
 def share_of_ceiling(auc: float | None, ceiling: float | None) -> float | None:
     """The lift over chance of ``auc`` as a share of the ceiling's.
 
@@ -121,6 +156,7 @@ def main() -> None:
     best: dict[str, float] = {}  # highest score before conversion (or ever, for the others)
     last: dict[str, float] = {}  # last score before conversion (or at the end)
     first_alert: dict[str, float] = {}
+    first_rule: dict[str, str] = {}  # the primary rule of each account's first alert
     per_event: tuple[list[float], list[bool]] = ([], [])
     horizon = defaults.intent_horizon_days * 86400
     stream = list(simulate(config))
@@ -151,7 +187,9 @@ def main() -> None:
                 per_event_naive.append(naive)
                 per_event_hidden.append(hidden)
         for alert in result.alerts:
-            first_alert.setdefault(alert.account_id, _ts(orjson.loads(alert.value)["event_time"]))
+            if alert.account_id not in first_alert:
+                first_alert[alert.account_id] = _ts(orjson.loads(alert.value)["event_time"])
+                first_rule[alert.account_id] = alert.rule
     seconds = time.perf_counter() - started
 
     scored = [a for a in truth if a in best]
@@ -209,6 +247,7 @@ def main() -> None:
         "recall": recall,
         "median_lead_days": lead,
         "lead_days_p25_p75": (statistics.quantiles(leads, n=4)[0::2] if len(leads) >= 2 else None),
+        "by_first_rule": outcomes_by_rule(first_alert, first_rule, converts_at),
         "model_labels": processor.model.n_labels,
         "alert_enter": defaults.alert_enter,
     }
@@ -243,6 +282,16 @@ def main() -> None:
     ]  # fmt: skip
     for name, value, target in rows:
         print(f"{name:<44} {value:>9}  {target}")
+    print(
+        f"\n{'first alert by rule':<20} {'TP':>5} {'FP':>5} {'late':>5} {'precision':>9} "
+        f"{'lead d':>6}"
+    )
+    for rule, row in result["by_first_rule"].items():
+        print(
+            f"{rule:<20} {row['true_positives']:>5} {row['false_positives']:>5} "
+            f"{row['late_alerts']:>5} {show(row['precision'], '.3f'):>9} "
+            f"{show(row['median_lead_days'], '.1f'):>6}"
+        )
     write_result("quality", result)
     met = min(auc_best or 0, auc_prequential or 0) >= TARGET_AUC and (lead or 0) >= TARGET_LEAD_DAYS
     status = "ok" if met else "MISS"
