@@ -42,13 +42,22 @@ def services(compose):
     return compose["services"]
 
 
-def test_compose_runs_every_part_of_the_deployment(services):
+@pytest.fixture(scope="module")
+def workers(services):
+    """The worker services (``worker-1``, ``worker-2`` ...): scaling out adds one."""
+    return sorted(
+        (n for n in services if re.fullmatch(r"worker-\d+", n)), key=lambda n: int(n[7:])
+    )
+
+
+def test_compose_runs_every_part_of_the_deployment(services, workers):
+    assert len(workers) >= 2, "the compose file shows scaling out with two workers or more"
+    for name in workers:
+        assert services[name]["command"][0] == "worker", name
     assert {
         "kafka",
         "redis",
         "topics",
-        "worker-1",
-        "worker-2",
         "collector",
         "prometheus",
         "grafana",
@@ -92,8 +101,8 @@ def test_compose_publishes_ports_on_loopback_only(services):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} publicly"
 
 
-def test_long_running_services_have_health_checks(services):
-    for name in ("kafka", "redis", "worker-1", "worker-2", "collector", "prometheus", "grafana"):
+def test_long_running_services_have_health_checks(services, workers):
+    for name in ("kafka", "redis", *workers, "collector", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
 
 
@@ -151,7 +160,7 @@ def test_compose_secrets_come_from_the_environment(services):
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
 
 
-def test_prometheus_scrapes_the_compose_services_on_their_ports(services):
+def test_prometheus_scrapes_the_compose_services_on_their_ports(services, workers):
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     for rule_file in config["rule_files"]:
         assert (PROMETHEUS_DIR / rule_file).is_file(), rule_file
@@ -160,10 +169,8 @@ def test_prometheus_scrapes_the_compose_services_on_their_ports(services):
         for job in config["scrape_configs"]
     }
     defaults = Settings()
-    assert targets["intent-stream-worker"] == [
-        f"worker-1:{defaults.web_port}",
-        f"worker-2:{defaults.web_port}",
-    ]
+    # Every worker, and nothing else, in the workers' job.
+    assert targets["intent-stream-worker"] == [f"{w}:{defaults.web_port}" for w in workers]
     assert targets["intent-stream-collector"] == [f"collector:{defaults.collector_port}"]
     for job, hosts in targets.items():
         for target in hosts:
