@@ -45,9 +45,7 @@ def services(compose):
 @pytest.fixture(scope="module")
 def workers(services):
     """The worker services (``worker-1``, ``worker-2`` ...): scaling out adds one."""
-    return sorted(
-        (n for n in services if re.fullmatch(r"worker-\d+", n)), key=lambda n: int(n[7:])
-    )
+    return sorted((n for n in services if re.fullmatch(r"worker-\d+", n)), key=lambda n: int(n[7:]))
 
 
 def test_compose_runs_every_part_of_the_deployment(services, workers):
