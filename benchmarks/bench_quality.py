@@ -47,7 +47,8 @@ import os
 import statistics
 import time
 from bisect import bisect_right
-from collections import Counter, deque
+from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -89,24 +90,22 @@ class Timeline:
         return self.ranks[max(bisect_right(self.times, ts) - 1, 0)]
 
 
-def outcomes_by_rule(
-    first_alert: dict[str, float], first_rule: dict[str, str], converts_at: dict[str, float]
+def alert_outcomes(
+    first_alert: dict[str, float], converts_at: dict[str, float], key: Callable[[str], str]
 ) -> dict[str, dict[str, Any]]:
-    """Per primary rule of the accounts' first alerts: true and false positives, late
-    alerts, precision and the median lead in days (as the totals count them).
+    """The accounts' first alerts grouped by ``key(account)``: per group, the true positives
+    (before the account's conversion), false positives (it never converts), late alerts and
+    the true positives' leads in days.
 
-    >>> by = outcomes_by_rule({"a": 0.0, "b": 0.0, "c": 0.0},
-    ...                       {"a": "stage_entry", "b": "stage_entry", "c": "topic_surge"},
-    ...                       {"a": 2 * 86400.0})
-    >>> by["stage_entry"]["precision"], by["stage_entry"]["median_lead_days"]
-    (0.5, 2.0)
-    >>> by["topic_surge"]["false_positives"], by["topic_surge"]["precision"]
-    (1, 0.0)
+    >>> rows = alert_outcomes({"a": 0.0, "b": 0.0, "c": 0.0}, {"a": 2 * 86400.0},
+    ...                       {"a": "stage", "b": "stage", "c": "surge"}.__getitem__)
+    >>> rows["stage"], rows["surge"]["false_positives"]
+    ({'true_positives': 1, 'false_positives': 1, 'late_alerts': 0, 'leads': [2.0]}, 1)
     """
     out: dict[str, dict[str, Any]] = {}
     for account, at in first_alert.items():
         row = out.setdefault(
-            first_rule[account],
+            key(account),
             {"true_positives": 0, "false_positives": 0, "late_alerts": 0, "leads": []},
         )
         if account not in converts_at:
@@ -116,11 +115,17 @@ def outcomes_by_rule(
             row["leads"].append((converts_at[account] - at) / 86400)
         else:
             row["late_alerts"] += 1
-    for row in out.values():
-        tp, fp, leads = row["true_positives"], row["false_positives"], row.pop("leads")
-        row["precision"] = tp / (tp + fp) if tp + fp else None
-        row["median_lead_days"] = statistics.median(leads) if leads else None
     return dict(sorted(out.items()))
+
+
+def precision_and_lead(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """An :func:`alert_outcomes` row's precision and median lead in days (None if none).
+
+    >>> precision_and_lead({"true_positives": 1, "false_positives": 3, "leads": [2.0]})
+    (0.25, 2.0)
+    """
+    tp, fp, leads = row["true_positives"], row["false_positives"], row["leads"]
+    return (tp / (tp + fp) if tp + fp else None), (statistics.median(leads) if leads else None)
 
 
 def share_of_ceiling(auc: float | None, ceiling: float | None) -> float | None:
@@ -205,20 +210,17 @@ def main() -> None:
     auc_hidden_event = roc_auc(per_event_hidden, per_event[1])
     share = share_of_ceiling(auc_best, auc_hidden)
     share_event = share_of_ceiling(auc_per_event, auc_hidden_event)
-    outcome: Counter[str] = Counter()
-    leads = []
-    for account, at in first_alert.items():
-        if account not in converts_at:
-            outcome["false_positive"] += 1
-        elif at < converts_at[account]:
-            outcome["true_positive"] += 1
-            leads.append((converts_at[account] - at) / 86400)
-        else:
-            outcome["late"] += 1
-    tp, fp = outcome["true_positive"], outcome["false_positive"]
-    precision = tp / (tp + fp) if tp + fp else None
+    empty = {"true_positives": 0, "false_positives": 0, "late_alerts": 0, "leads": []}
+    total = alert_outcomes(first_alert, converts_at, lambda _: "all").get("all", empty)
+    tp, fp = total["true_positives"], total["false_positives"]
+    late, leads = total["late_alerts"], total["leads"]
+    precision, lead = precision_and_lead(total)
     recall = tp / len(converts_at) if converts_at else None
-    lead = statistics.median(leads) if leads else None
+    by_rule = {}
+    for rule, row in alert_outcomes(first_alert, converts_at, first_rule.__getitem__).items():
+        rule_precision, rule_lead = precision_and_lead(row)
+        counts = {k: row[k] for k in ("true_positives", "false_positives", "late_alerts")}
+        by_rule[rule] = {**counts, "precision": rule_precision, "median_lead_days": rule_lead}
     result = {
         "accounts": ACCOUNTS,
         "days": DAYS,
@@ -242,12 +244,12 @@ def main() -> None:
         "alerted_accounts": len(first_alert),
         "true_positives": tp,
         "false_positives": fp,
-        "late_alerts": outcome["late"],
+        "late_alerts": late,
         "precision": precision,
         "recall": recall,
         "median_lead_days": lead,
         "lead_days_p25_p75": (statistics.quantiles(leads, n=4)[0::2] if len(leads) >= 2 else None),
-        "by_first_rule": outcomes_by_rule(first_alert, first_rule, converts_at),
+        "by_first_rule": by_rule,
         "model_labels": processor.model.n_labels,
         "alert_enter": defaults.alert_enter,
     }
@@ -278,7 +280,7 @@ def main() -> None:
         ("median lead time, first alert -> conversion", show(lead, ".1f") + " d",
          f">= {TARGET_LEAD_DAYS:g} d"),
         ("alerted accounts (TP / FP / late)", f"{len(first_alert)}", f"{tp} / {fp} / "
-         f"{outcome['late']}"),
+         f"{late}"),
     ]  # fmt: skip
     for name, value, target in rows:
         print(f"{name:<44} {value:>9}  {target}")
