@@ -716,10 +716,9 @@ def _validate_alerts(s: Settings) -> Iterator[str]:
             f"{env_name('alert_rules')} must list rules among {', '.join(_ALERT_RULES)} "
             f"(got {s.alert_rules!r})"
         )
-    if not 0 <= s.alert_weak_fit_min_score <= 100:
-        yield f"{env_name('alert_weak_fit_min_score')} must be between 0 and 100"
-    if not 0 <= s.alert_surge_min_score <= 100:
-        yield f"{env_name('alert_surge_min_score')} must be between 0 and 100"
+    for name in ("alert_weak_fit_min_score", "alert_surge_min_score"):  # intent scores
+        if not 0 <= getattr(s, name) <= 100:
+            yield f"{env_name(name)} must be between 0 and 100"
     if s.alert_emails not in ("hide", "show"):
         yield f"{env_name('alert_emails')} must be 'hide' or 'show' (got {s.alert_emails!r})"
     if s.alert_routes.strip():
