@@ -43,6 +43,7 @@ from harness import (
     POLL_S,
     bench_settings,
     counters,
+    cpu_seconds,
     metrics_url,
     preload,
     spawn_worker,
@@ -141,7 +142,10 @@ def processed(url: str) -> float:
     return found.get(EVENTS_METRIC, 0.0) if found else -1.0
 
 
-def worker_rate(settings: Settings, total: int) -> float:
+def worker_rate(settings: Settings, total: int) -> tuple[float, float | None]:
+    """Events per second of a worker over ``total`` events, from its first processed event to
+    its last, and its CPU time per event in that span in us (None where /proc is missing):
+    the host's other load moves the CPU time less than the rate."""
     proc = spawn_worker(settings)
     url = metrics_url(settings)
     try:
@@ -150,12 +154,14 @@ def worker_rate(settings: Settings, total: int) -> float:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker did not start; see its log")
             time.sleep(0.05)
-        t0, n0 = time.perf_counter(), processed(url)
+        t0, n0, cpu0 = time.perf_counter(), processed(url), cpu_seconds(proc.pid)
         while (n := processed(url)) < total:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the worker stalled; see its log")
             time.sleep(POLL_S)
-        return (n - n0) / (time.perf_counter() - t0)
+        elapsed, cpu1 = time.perf_counter() - t0, cpu_seconds(proc.pid)
+        cpu_us = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / (n - n0) * 1e6
+        return (n - n0) / elapsed, cpu_us
     finally:
         stop_child(proc)
 
@@ -220,12 +226,13 @@ def main() -> None:
             print(f"{name}: preloading {total:,} events in {len(recs):,} records...", flush=True)
             preload(ep.kafka_bootstrap, topic, recs)
             ceiling = asyncio.run(raw_ceiling(ep.kafka_bootstrap, topic, len(recs)))
-            rate = worker_rate(settings, total)
+            rate, cpu_us = worker_rate(settings, total)
             row = {
                 "events": total,
                 "records": len(recs),
                 "raw_ceiling_eps": ceiling,
                 "worker_eps": rate,
+                "worker_cpu_us_per_event": cpu_us,
                 "ratio": rate / ceiling,
             }
             if not on_raw:
@@ -234,7 +241,7 @@ def main() -> None:
                     ep, "bench", agents=agents, partitions=PARTITIONS, session_timeout=6.0
                 ).replace(events_topic=topic, score_decisions="batch")
                 ensure_topics(batch_settings)
-                row["batch_decisions_eps"] = worker_rate(batch_settings, total)
+                row["batch_decisions_eps"], _ = worker_rate(batch_settings, total)
             if layout in ("one", "one-raw"):
                 # The counting agent's short run varies a lot (7,400-13,500 records/s seen
                 # on one host in one hour): the faster of COUNT_RUNS runs is the yardstick.
@@ -249,16 +256,21 @@ def main() -> None:
                 if "batch_decisions_eps" in row:
                     row["batch_decisions_to_faust_count"] = row["batch_decisions_eps"] / count
             results[name] = row
-    header = ("layout", "events", "records", "raw eps", "worker eps", "ratio", "per batch")
-    print("\n{:<36} {:>8} {:>8} {:>10} {:>11} {:>6} {:>10}".format(*header))
+    header = ("layout", "events", "records", "raw eps", "worker eps", "cpu us", "ratio")
+    print("\n{:<36} {:>8} {:>8} {:>10} {:>11} {:>7} {:>6} {:>10}".format(*header, "per batch"))
     for name, r in results.items():
-        per_batch = r.get("batch_decisions_eps")
+        per_batch, cpu_us = r.get("batch_decisions_eps"), r["worker_cpu_us_per_event"]
         print(
             f"{name:<36} {r['events']:8,} {r['records']:8,} {r['raw_ceiling_eps']:10,.0f} "
-            f"{r['worker_eps']:11,.0f} {r['ratio']:6.3f} "
+            f"{r['worker_eps']:11,.0f} "
+            + (f"{cpu_us:7.1f}" if cpu_us is not None else f"{'-':>7}")
+            + f" {r['ratio']:6.3f} "
             + (f"{per_batch:10,.0f}" if per_batch else f"{'-':>10}")
         )
-    print("(per batch: the same records, score_decisions=batch)")
+    print(
+        "(cpu us: the worker's CPU time per event, its threads included; per batch: the same "
+        "records, score_decisions=batch)"
+    )
     write_result("pipeline", results)
     summary = []
     batched = results.get("batched, account topic")

@@ -58,6 +58,8 @@ def bench_settings(ep: EmbeddedEndpoints, name: str, **overrides: Any) -> Settin
     if os.environ.get("BENCH_EVENT_LOOP"):  # A/B runs: auto, uvloop or asyncio
         values["event_loop"] = os.environ["BENCH_EVENT_LOOP"]
     values.update(overrides)
+    # A/B runs of a setting: BENCH_SETTINGS='{"score_batch_wait_ms": 2}' (a JSON object).
+    values.update(json.loads(os.environ.get("BENCH_SETTINGS") or "{}"))
     return Settings(**values)
 
 

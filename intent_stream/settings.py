@@ -208,7 +208,10 @@ class Settings:
         group="worker",
     )
     producer_linger_ms: int = _opt(
-        10, "Producer linger in ms: batches changelog and alert writes.", group="worker"
+        10,
+        "Producer linger in ms: batches changelog, alert and transition writes (the ingest "
+        "agent's forwards, batches already, leave at once).",
+        group="worker",
     )
     producer_max_batch_bytes: int = _opt(
         524_288,

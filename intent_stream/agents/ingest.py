@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from intent_stream.agents.sinks import observe_send, produce, send_dead_letters
+from intent_stream.agents.sinks import observe_send, produce, produce_now, send_dead_letters
 from intent_stream.identity import IdentityEdge
 from intent_stream.ingest import ForwardBatcher
 from intent_stream.pipeline import DeadLetter
@@ -130,7 +130,9 @@ async def _forward(engine: Engine, records: list[Forward]) -> None:
     metrics, topic = engine.metrics, engine.settings.events_topic
     for record in records:
         await observe_send(
-            produce(engine, topic, key=record.key, value=record.value, partition=record.partition),
+            produce_now(
+                engine, topic, key=record.key, value=record.value, partition=record.partition
+            ),
             metrics=metrics,
             topic="events",
         )

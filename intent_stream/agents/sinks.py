@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from intent_stream.app import Engine
     from intent_stream.pipeline import DeadLetter
 
-__all__ = ["observe_send", "produce", "send_dead_letters"]
+__all__ = ["observe_send", "produce", "produce_now", "send_dead_letters"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,33 @@ async def produce(
 ) -> Any:
     """Queue a record on Faust's producer directly; return its delivery future.
 
-    For the ingest agent's many sends (forwards, identity edges) and the collector: Faust's
-    ``Topic.send`` wraps each record in a message, a future and a channel callback, which
-    cost about as much as producing it. Same producer, same ordering per partition.
+    For the agents' many sends (identity edges, alerts, transitions) and the collector:
+    Faust's ``Topic.send`` wraps each record in a message, a future and a channel callback,
+    which cost about as much as producing it. Same producer, same ordering per partition.
     """
     return await engine.app.producer.send(topic, key, value, partition, None, headers or None)
+
+
+async def produce_now(
+    engine: Engine, topic: str, *, key: bytes | None, value: bytes, partition: int
+) -> Any:
+    """Queue a record that leaves without waiting out the producer's linger; return its
+    delivery future.
+
+    For the ingest agent's forwards: each is a batch of events already, and the scoring
+    agent waits for it. ``producer_linger_ms`` holds every new producer batch back that
+    long so that the changelog's many small writes share requests; a record sent here goes
+    in a closed batch of its own, which aiokafka's sender takes at once (a closed batch does
+    not linger), behind the batches already queued for its partition, so the order per
+    partition holds. Faust flushes this producer before each commit, as for any send.
+    """
+    producer = engine.app.producer._ensure_producer()
+    batch = producer.create_batch()
+    if batch.append(key=key, value=value, timestamp=None, headers=[]) is None:
+        # Larger than a producer batch: the ordinary path sends it (or reports why not).
+        return await produce(engine, topic, key=key, value=value, partition=partition)
+    batch.close()
+    return await producer.send_batch(batch, topic, partition=partition)
 
 
 async def send_dead_letters(engine: Engine, dead: Sequence[DeadLetter], message: Any) -> None:
