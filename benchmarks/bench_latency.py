@@ -19,9 +19,10 @@ every 100 ms, as above) for BENCH_CEILING_SECONDS (default 10) seconds; two plai
 an aiokafka consumer and producer with the worker's ``fetch_max_wait_ms`` and
 ``producer_linger_ms``, pass them on to an events topic and from there to an alerts topic,
 where the same kind of consumer reads them back: raw -> (ingest) -> events -> (score) ->
-alerts with nothing in the brackets. The first relay sends what it fetched without waiting
-out the linger, as the worker's forwards go; the second with it, as its alerts go. The
-relays run in a child process of their own, as the worker does. The pipeline's p99 is also
+alerts with nothing in the brackets. Neither waits out the linger, as the worker's forwards
+and alerts do not: the first sends what it fetched for a partition as one closed producer
+batch, the second record by record on a producer without linger. The relays run in a
+child process of their own, as the worker does. The pipeline's p99 is also
 given as a ratio to the chain's p99.
 
 The background events are generated before the run: generating them during it would take
@@ -166,13 +167,14 @@ async def relay(
     stop: Any,
     until: float,
     *,
-    now: bool,
+    forwards: bool,
 ) -> None:
     """Copy every record of ``source`` to the same partition of ``sink``, doing nothing else,
-    with the worker's fetch wait and linger, until ``stop`` is set or ``until`` passes. With
-    ``now``, what a fetch brought for a partition goes out as one closed producer batch,
-    which does not wait out the linger, as the worker sends its forwards
-    (``sinks.produce_now``); else each record is sent as the worker sends its alerts."""
+    with the worker's fetch wait, until ``stop`` is set or ``until`` passes, sending as the
+    worker does: with ``forwards``, what a fetch brought for a partition goes out as one
+    closed producer batch, which does not wait out the linger, as the ingest agent's
+    forwards (``sinks.produce_now``); else record by record on a producer without linger,
+    as the alerts (``sinks.PromptProducer``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
@@ -184,11 +186,11 @@ async def relay(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=worker["fetch_max_wait_ms"],
     )
-    # As the worker's Faust producer: its acks (all), linger and batch size.
+    # As the worker's producers: acks (all), linger and batch size.
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        linger_ms=worker["producer_linger_ms"],
+        linger_ms=worker["producer_linger_ms"] if forwards else 0,
         max_batch_size=worker["producer_max_batch_bytes"],
     )
     await consumer.start()
@@ -198,9 +200,9 @@ async def relay(
         while not stop.is_set() and time.monotonic() < until:
             batch = await consumer.getmany(timeout_ms=100)
             for tp, messages in batch.items():
-                if not now:
+                if not forwards:
                     for m in messages:
-                        # send() waits to enqueue, not for the broker's ack (as Faust's).
+                        # send() waits to enqueue, not for the broker's ack (as the worker's).
                         await producer.send(sink, m.value, key=m.key, partition=tp.partition)
                     continue
                 out = producer.create_batch()
@@ -227,8 +229,8 @@ def run_relays(
     async def both() -> None:
         until = time.monotonic() + seconds
         await asyncio.gather(
-            relay(bootstrap, topics[0], topics[1], worker, stop, until, now=True),
-            relay(bootstrap, topics[1], topics[2], worker, stop, until, now=False),
+            relay(bootstrap, topics[0], topics[1], worker, stop, until, forwards=True),
+            relay(bootstrap, topics[1], topics[2], worker, stop, until, forwards=False),
         )
 
     asyncio.run(both())

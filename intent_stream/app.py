@@ -21,6 +21,7 @@ from mode.services import WaitResults
 from prometheus_client import CollectorRegistry
 
 from intent_stream import eager
+from intent_stream.agents.sinks import PromptProducer
 from intent_stream.alerts.config import alert_policy, check_alert_stages
 from intent_stream.dedup import MessageDeduplicator
 from intent_stream.identity import FREEMAIL_DOMAINS, IdentityGraph, Pseudonymiser
@@ -75,6 +76,7 @@ class Engine:
     pending: JsonTable  # visitor node -> events awaiting identification
     ingest: IngestProcessor
     dedup: MessageDeduplicator
+    alerts_out: PromptProducer  # the alerts' own producer, without linger
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
@@ -614,6 +616,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         render=processor.render,
     )
     before_commit.append(read_model.flush)
+    alerts_out = PromptProducer(settings, client_id=f"{settings.app_id}-alerts")
+    before_commit.append(alerts_out.flush)
     ingest = IngestProcessor(
         graph=IdentityGraph(freemail=FREEMAIL_DOMAINS | settings.freemail_domain_set),
         pseudonymiser=Pseudonymiser(settings.pseudonymise_key.encode()),
@@ -639,6 +643,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         pending=pending,
         ingest=ingest,
         dedup=dedup,
+        alerts_out=alerts_out,
     )
 
     from intent_stream.agents import collector, score, web

@@ -194,6 +194,7 @@ def register(engine: Engine) -> None:
     async def final_checkpoint(app: Any, **kwargs: Any) -> None:
         if checkpointer.restored:
             await checkpointer.save()
+        await engine.alerts_out.stop()
 
     stages = engine.processor.stages
     if stages is not None:
@@ -251,8 +252,9 @@ async def _apply(
 async def _publish(engine: Engine, result: RecordResult, messages: list[Any]) -> None:
     """Send and count what a batch of ``messages`` produced.
 
-    Alerts and transitions go straight to the producer (``produce``), keyed by account:
-    Faust's ``Topic.send`` would wrap each in a message, a future and a callback."""
+    Alerts go to their own producer, without linger (``PromptProducer``); transitions
+    straight to Faust's (``produce``); both keyed by account: Faust's ``Topic.send`` would
+    wrap each in a message, a future and a callback."""
     metrics, settings = engine.metrics, engine.settings
     source = event_source(settings.app_id)
     for alert in result.alerts:
@@ -262,8 +264,7 @@ async def _publish(engine: Engine, result: RecordResult, messages: list[Any]) ->
             metrics.alert_latency.observe(max(0.0, time.time() - event_time))
 
         await observe_send(
-            produce(
-                engine,
+            engine.alerts_out.send(
                 settings.alerts_topic,
                 key=alert.account_id.encode(),
                 value=alert.value,

@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from intent_stream.metrics import Metrics
+from intent_stream.settings import Settings
+from intent_stream.topics import aiokafka_client_options
 
 if TYPE_CHECKING:
     from intent_stream.app import Engine
     from intent_stream.pipeline import DeadLetter
 
-__all__ = ["observe_send", "produce", "produce_now", "send_dead_letters"]
+__all__ = ["PromptProducer", "observe_send", "produce", "produce_now", "send_dead_letters"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,69 @@ async def produce_now(
         return await produce(engine, topic, key=key, value=value, partition=partition)
     batch.close()
     return await producer.send_batch(batch, topic, partition=partition)
+
+
+class PromptProducer:
+    """A producer of its own, without linger, for the alerts a sales team waits for.
+
+    On Faust's producer an alert would wait out ``producer_linger_ms`` in a new batch and
+    then queue behind the table changelog's requests to the broker (aiokafka sends one
+    request at a time per broker). Here it goes out as soon as the event loop lets the
+    sender run, and alerts that arrive meanwhile share the next request. It starts at its
+    first send (a worker that never alerts opens no connection), is flushed before every
+    offset commit (the worker registers :meth:`flush` as a commit hook: an alert is
+    acknowledged before the record that raised it is committed) and stopped at shutdown;
+    a send after that raises, as Faust's producer does when stopped.
+    """
+
+    def __init__(self, settings: Settings, *, client_id: str) -> None:
+        self.settings, self.client_id = settings, client_id
+        self._producer: Any = None
+        self._starting: asyncio.Lock | None = None
+        self._stopped = False
+
+    async def send(
+        self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """Queue a record (partitioned by ``key`` as Faust's producer would); return its
+        delivery future."""
+        producer = self._producer or await self._start()
+        return await producer.send(topic, value, key=key, headers=headers)
+
+    async def _start(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._stopped:
+                raise RuntimeError(f"the {self.client_id} producer is stopped")
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    **aiokafka_client_options(self.settings, client_id=self.client_id),
+                    acks="all",
+                    linger_ms=0,
+                    max_batch_size=self.settings.producer_max_batch_bytes,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+        return self._producer
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is acknowledged (or failed)."""
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def stop(self) -> None:
+        """Flush and close; later sends raise."""
+        self._stopped = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
 
 async def send_dead_letters(engine: Engine, dead: Sequence[DeadLetter], message: Any) -> None:

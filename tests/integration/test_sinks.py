@@ -1,5 +1,6 @@
-"""Sending from agents (intent_stream.agents.sinks) on a real broker: ``produce_now`` does
-not wait out the producer's linger, and keeps its records' order per partition."""
+"""Sending from agents (intent_stream.agents.sinks) on a real broker: ``produce_now`` and
+the alerts' ``PromptProducer`` do not wait out the producer's linger, and keep their
+records' order per partition."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from intent_stream.agents.sinks import produce, produce_now
+from intent_stream.agents.sinks import PromptProducer, produce, produce_now
 from intent_stream.app import create_app
-from intent_stream.topics import ensure_topics
+from intent_stream.topics import ensure_topics, partition_for
 
 from .conftest import read_to_end
 
@@ -84,3 +85,45 @@ def test_a_record_larger_than_a_producer_batch_is_still_sent(settings, endpoints
     assert metadata.partition == 2
     records = read_to_end(endpoints, settings.events_topic, timeout=15)
     assert [(r.partition, r.value) for r in records] == [(2, value)]
+
+
+def test_the_prompt_producer_sends_by_key_without_linger_and_refuses_after_stop(
+    settings, endpoints
+):
+    # Faust's producer would hold these 5 s; the alerts' own producer has no linger.
+    settings = settings.replace(producer_linger_ms=LINGER_MS)
+    ensure_topics(settings)
+    keys = [f"account-{n % 3}.example".encode() for n in range(12)]
+
+    async def run() -> list[Any]:
+        out = PromptProducer(settings, client_id=f"{settings.app_id}-alerts")
+        try:
+            futures = [
+                await out.send(settings.alerts_topic, key=key, value=b"%d" % n, headers=[])
+                for n, key in enumerate(keys)
+            ]
+            delivered = await asyncio.wait_for(asyncio.gather(*futures), timeout=4)
+            await out.flush()
+        finally:
+            await out.stop()
+        with pytest.raises(RuntimeError, match="stopped"):
+            await out.send(settings.alerts_topic, key=b"late", value=b"x", headers=[])
+        return delivered
+
+    delivered = asyncio.run(run())
+    assert [m.partition for m in delivered] == [partition_for(k, settings.partitions) for k in keys]
+    records = read_to_end(endpoints, settings.alerts_topic, timeout=15)
+    for key in set(keys):
+        values = [int(r.value) for r in records if r.key == key]
+        assert values == [n for n, k in enumerate(keys) if k == key]
+
+
+def test_a_prompt_producer_never_sent_to_stops_without_a_broker(settings):
+    settings = settings.replace(kafka="127.0.0.1:1")  # nothing listens there
+
+    async def run() -> None:
+        out = PromptProducer(settings, client_id="idle")
+        await out.flush()
+        await out.stop()
+
+    asyncio.run(run())
