@@ -593,6 +593,8 @@ class SendSummary:
     errors: list[str] = field(default_factory=list)
     #: Stopped by Ctrl-C: what was queued before was still flushed, the rest not read.
     interrupted: bool = False
+    #: Bytes of the input read (all of it unless ``interrupted``).
+    bytes_read: int = 0
 
     @property
     def ok(self) -> bool:
@@ -629,9 +631,8 @@ def send_jsonl(
     interactive = out.isatty()
     summary = SendSummary()
     start = time.monotonic()
-    read = 0
     try:
-        read = _send_lines(client, stream, summary, out, rate, total_bytes, progress_every)
+        _send_lines(client, stream, summary, out, start, rate, total_bytes, progress_every)
     except KeyboardInterrupt:
         summary.interrupted = True
         if interactive:
@@ -648,7 +649,15 @@ def send_jsonl(
     summary.seconds = time.monotonic() - start
     summary.delivered = client.delivered
     summary.failed = client.failed
-    _progress(out, summary.queued, summary.seconds, read, total_bytes, interactive, final=True)
+    _progress(
+        out,
+        summary.queued,
+        summary.seconds,
+        summary.bytes_read,
+        total_bytes,
+        interactive,
+        final=True,
+    )
     if summary.bad > _MAX_BAD_SHOWN:
         print(f"... and {summary.bad - _MAX_BAD_SHOWN} more bad line(s)", file=out)
     return summary
@@ -659,16 +668,16 @@ def _send_lines(
     stream: IO[bytes],
     summary: SendSummary,
     out: IO[str],
+    start: float,
     rate: float | None,
     total_bytes: int | None,
     progress_every: float,
-) -> int:
-    """Queue every line of ``stream`` (:func:`send_jsonl`); the bytes read."""
-    interactive = out.isatty()
-    start = last_shown = time.monotonic()
-    read = 0
+) -> None:
+    """Queue every line of ``stream`` (:func:`send_jsonl`), counting in ``summary`` as it
+    goes, so that an interrupted send still reports what it read."""
+    interactive, last_shown = out.isatty(), start
     for number, line in enumerate(stream, start=1):
-        read += len(line)
+        summary.bytes_read += len(line)
         summary.lines = number
         if not line.strip():
             continue
@@ -689,8 +698,9 @@ def _send_lines(
         now = time.monotonic()
         if now - last_shown >= (progress_every if interactive else 5.0):
             last_shown = now
-            _progress(out, summary.queued, now - start, read, total_bytes, interactive)
-    return read
+            _progress(
+                out, summary.queued, now - start, summary.bytes_read, total_bytes, interactive
+            )
 
 
 def _bad(summary: SendSummary, out: IO[str], number: int, reason: str) -> None:

@@ -123,5 +123,9 @@ def test_ctrl_c_flushes_what_was_queued_and_says_so(raw_settings, endpoints, tmp
     delivered, queued = (int(n.replace(b",", b"")) for n in summary.groups())
     assert 0 < delivered == queued < 5000
     assert b"interrupted: the lines after these were not read" in out
+    # The final progress line gives the share of the file read before the interrupt.
+    shares = re.findall(r"events/s\s+([\d.]+)%", err.decode())
+    assert shares, err.decode()
+    assert 0 < float(shares[-1]) < 100
     found = _messages(endpoints, raw_settings.raw_topic, count=queued)
     assert {m["messageId"] for m in found} == {f"line-{i}" for i in range(queued)}
