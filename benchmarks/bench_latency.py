@@ -16,13 +16,12 @@ Raw ceiling, in the same run on the same broker, after the worker has stopped: t
 the same three topics with no work between them. The benchmark's producer publishes small
 JSON messages carrying their send time to a raw topic at BENCH_RATE messages/s (in bursts
 every 100 ms, as above) for BENCH_CEILING_SECONDS (default 10) seconds; two plain relays, each
-an aiokafka consumer and producer with the worker's ``fetch_max_wait_ms`` and
-``producer_linger_ms``, pass them on to an events topic and from there to an alerts topic,
-where the same kind of consumer reads them back: raw -> (ingest) -> events -> (score) ->
-alerts with nothing in the brackets. Neither waits out the linger, as the worker's forwards
-and alerts do not: the first sends what it fetched for a partition as one closed producer
-batch, the second record by record on a producer without linger. The relays run in a
-child process of their own, as the worker does. The pipeline's p99 is also
+an aiokafka consumer with the worker's ``fetch_max_wait_ms`` and a producer without
+linger, pass them on to an events topic and from there to an alerts topic, where the same
+kind of consumer reads them back: raw -> (ingest) -> events -> (score) -> alerts with
+nothing in the brackets. They send as the worker's forwards and alerts go: the first what
+it fetched for a partition as one closed producer batch, the second record by record. The
+relays run in a child process of their own, as the worker does. The pipeline's p99 is also
 given as a ratio to the chain's p99.
 
 The background events are generated before the run: generating them during it would take
@@ -170,11 +169,11 @@ async def relay(
     forwards: bool,
 ) -> None:
     """Copy every record of ``source`` to the same partition of ``sink``, doing nothing else,
-    with the worker's fetch wait, until ``stop`` is set or ``until`` passes, sending as the
-    worker does: with ``forwards``, what a fetch brought for a partition goes out as one
-    closed producer batch, which does not wait out the linger, as the ingest agent's
-    forwards (``sinks.produce_now``); else record by record on a producer without linger,
-    as the alerts (``sinks.PromptProducer``)."""
+    with the worker's fetch wait and no linger, until ``stop`` is set or ``until`` passes,
+    sending as the worker does: with ``forwards``, what a fetch brought for a partition goes
+    out as one closed producer batch, as the ingest agent's forwards
+    (``sinks.produce_now``); else record by record, as the alerts
+    (``sinks.PromptProducer``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
@@ -186,11 +185,12 @@ async def relay(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=worker["fetch_max_wait_ms"],
     )
-    # As the worker's producers: acks (all), linger and batch size.
+    # As the worker's producers: acks (all) and batch size; no linger, as for its forwards
+    # (closed batches never linger) and its alerts.
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        linger_ms=worker["producer_linger_ms"] if forwards else 0,
+        linger_ms=0,
         max_batch_size=worker["producer_max_batch_bytes"],
     )
     await consumer.start()
@@ -249,7 +249,6 @@ def raw_chain(bootstrap: str, settings: Settings) -> dict[str, float]:
     topics = [chain.raw_topic, chain.events_topic, chain.alerts_topic]
     worker = {
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
-        "producer_linger_ms": settings.producer_linger_ms,
         "producer_max_batch_bytes": settings.producer_max_batch_bytes,
     }
     # A process of its own, as the worker is: in this one the relays would share the GIL
@@ -321,7 +320,6 @@ def raw_chain(bootstrap: str, settings: Settings) -> dict[str, float]:
         "raw_ceiling_messages_sent": sent,
         "raw_ceiling_messages_read": len(latencies),
         "raw_ceiling_fetch_max_wait_ms": settings.fetch_max_wait_ms,
-        "raw_ceiling_producer_linger_ms": settings.producer_linger_ms,
         "raw_ceiling_p50_ms": statistics.median(latencies),
         "raw_ceiling_p99_ms": p99(latencies),
         "raw_ceiling_max_ms": latencies[-1],

@@ -104,10 +104,7 @@ def alert_outcomes(
     """
     out: dict[str, dict[str, Any]] = {}
     for account, at in first_alert.items():
-        row = out.setdefault(
-            key(account),
-            {"true_positives": 0, "false_positives": 0, "late_alerts": 0, "leads": []},
-        )
+        row = out.setdefault(key(account), no_outcomes())
         if account not in converts_at:
             row["false_positives"] += 1
         elif at < converts_at[account]:
@@ -116,6 +113,11 @@ def alert_outcomes(
         else:
             row["late_alerts"] += 1
     return dict(sorted(out.items()))
+
+
+def no_outcomes() -> dict[str, Any]:
+    """An :func:`alert_outcomes` row of a group without alerts."""
+    return {"true_positives": 0, "false_positives": 0, "late_alerts": 0, "leads": []}
 
 
 def precision_and_lead(row: dict[str, Any]) -> tuple[float | None, float | None]:
@@ -210,8 +212,7 @@ def main() -> None:
     auc_hidden_event = roc_auc(per_event_hidden, per_event[1])
     share = share_of_ceiling(auc_best, auc_hidden)
     share_event = share_of_ceiling(auc_per_event, auc_hidden_event)
-    empty = {"true_positives": 0, "false_positives": 0, "late_alerts": 0, "leads": []}
-    total = alert_outcomes(first_alert, converts_at, lambda _: "all").get("all", empty)
+    total = alert_outcomes(first_alert, converts_at, lambda _: "all").get("all") or no_outcomes()
     tp, fp = total["true_positives"], total["false_positives"]
     late, leads = total["late_alerts"], total["leads"]
     precision, lead = precision_and_lead(total)

@@ -194,6 +194,10 @@ def register(engine: Engine) -> None:
     async def final_checkpoint(app: Any, **kwargs: Any) -> None:
         if checkpointer.restored:
             await checkpointer.save()
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def stop_alerts_out(app: Any, **kwargs: Any) -> None:
+        # After the consumer's final commit, which flushed it (create_app's commit hook).
         await engine.alerts_out.stop()
 
     stages = engine.processor.stages
